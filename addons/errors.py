@@ -1,0 +1,102 @@
+"""Refusals in each provider's own error shape, so every SDK raises its own exception.
+
+An OpenAI client gets ``AuthenticationError`` for our 401, an Anthropic client
+``anthropic.AuthenticationError``, Cohere ``UnauthorizedError``, google-genai ``ClientError``
+with ``.code == 401``, and so on: the status decides the class, the body gives the message.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from enum import StrEnum
+
+from llamakey.providers import ErrorShape
+from mitmproxy import http
+
+
+class Refusal(StrEnum):
+    """Why the gateway answered itself; the value is the audit log's `refused_by`."""
+
+    BAD_REQUEST = "bad_request"
+    NO_KEY = "no_master_key"
+    UNKNOWN_KEY = "unknown_master_key"
+    DISABLED = "user_disabled"
+    EXPIRED = "key_expired"
+    MISDIRECTED = "misdirected"
+    NOT_HTTPS = "not_https"
+    BLOCKED_HOST = "blocked_host"
+    NO_PROVIDER_KEY = "no_provider_key"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+
+
+# status, OpenAI type, Anthropic type, Google status
+_KINDS: dict[int, tuple[str, str, str]] = {
+    400: ("invalid_request_error", "invalid_request_error", "INVALID_ARGUMENT"),
+    401: ("invalid_request_error", "authentication_error", "UNAUTHENTICATED"),
+    403: ("permission_error", "permission_error", "PERMISSION_DENIED"),
+    421: ("invalid_request_error", "invalid_request_error", "INVALID_ARGUMENT"),
+    429: ("rate_limit_error", "rate_limit_error", "RESOURCE_EXHAUSTED"),
+    500: ("server_error", "api_error", "INTERNAL"),
+    503: ("server_error", "api_error", "UNAVAILABLE"),
+}
+
+STATUS: dict[Refusal, int] = {
+    Refusal.BAD_REQUEST: 400,
+    Refusal.NO_KEY: 401,
+    Refusal.UNKNOWN_KEY: 401,
+    Refusal.DISABLED: 401,
+    Refusal.EXPIRED: 401,
+    Refusal.MISDIRECTED: 421,
+    Refusal.NOT_HTTPS: 400,
+    Refusal.BLOCKED_HOST: 403,
+    Refusal.NO_PROVIDER_KEY: 500,
+    Refusal.AUDIT_UNAVAILABLE: 503,
+}
+
+
+def error_body(shape: ErrorShape, status: int, message: str, code: str) -> dict[str, object]:
+    """The JSON body a provider of this shape sends for `status`."""
+    openai_type, anthropic_type, google_status = _KINDS.get(status, _KINDS[500])
+    match shape:
+        case ErrorShape.ANTHROPIC:
+            return {
+                "type": "error",
+                "error": {"type": anthropic_type, "message": message},
+                "request_id": f"req_lmk_{uuid.uuid4().hex[:24]}",
+            }
+        case ErrorShape.GOOGLE:
+            return {"error": {"code": status, "message": message, "status": google_status}}
+        case ErrorShape.COHERE:
+            return {"message": message}
+        case ErrorShape.HUGGINGFACE:
+            return {"error": message}
+        case ErrorShape.VECTARA:
+            return {"messages": [message], "request_id": uuid.uuid4().hex}
+        case _:
+            return {"error": {"message": message, "type": openai_type, "param": None, "code": code}}
+
+
+def refusal_response(shape: ErrorShape, refusal: Refusal, message: str) -> http.Response:
+    """A complete response refusing the request, marked so SDKs do not retry a hard refusal."""
+    status = STATUS[refusal]
+    body = json.dumps(error_body(shape, status, f"LlaMaKey: {message}", refusal.value))
+    headers = {
+        "content-type": "application/json",
+        "x-lmk-refused": refusal.value,
+        # Stainless SDKs (openai, anthropic, groq...) retry 429 and 5xx unless told not to;
+        # only an unavailable audit log is worth retrying.
+        "x-should-retry": "true" if refusal is Refusal.AUDIT_UNAVAILABLE else "false",
+    }
+    if refusal is Refusal.AUDIT_UNAVAILABLE:
+        headers["retry-after"] = "2"
+    return http.Response.make(status, body, headers)
+
+
+def proxy_auth_required(message: str) -> http.Response:
+    """407 for a CONNECT without valid proxy credentials."""
+    return http.Response.make(
+        407,
+        message,
+        {"Proxy-Authenticate": 'Basic realm="llamakey"', "content-type": "text/plain"},
+    )

@@ -1,0 +1,79 @@
+"""Identify the provider of each flow, and keep everything else out of the gateway's way.
+
+TLS is intercepted for provider hosts only (`allow_hosts`, set from the configuration); any
+other CONNECT is tunneled as raw bytes, or refused when `proxy.other_hosts = "block"`.
+The provider is taken from the TLS server name the client asked for; a request whose Host
+names another provider is refused, so one provider's key can never travel to another.
+"""
+
+from __future__ import annotations
+
+from llamakey import state as keys
+from llamakey.errors import Refusal, refusal_response
+from llamakey.providers import ErrorShape
+from llamakey.state import GatewayState
+from mitmproxy import connection, http
+from mitmproxy.proxy import server_hooks
+
+
+class IdentifyProvider:
+    """Tags provider flows with `lmk.provider`; redirects their connections per `connect_to`."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    def _blocking(self) -> bool:
+        settings = self.state.settings
+        return settings is not None and settings.file.proxy.other_hosts == "block"
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        settings = self.state.settings
+        if flow.response or settings is None:
+            return
+        if self._blocking() and settings.index.lookup(flow.request.host) is None:
+            flow.metadata[keys.REFUSED] = Refusal.BLOCKED_HOST.value
+            flow.response = http.Response.make(
+                403, f"LlaMaKey: {flow.request.host} is not an LLM provider this proxy serves",
+                {"content-type": "text/plain"},
+            )
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """Dial `connect_to` instead of the provider (like curl --connect-to): SNI and Host stay."""
+        settings = self.state.settings
+        server: connection.Server = data.server
+        if settings is None or server.address is None:
+            return
+        provider = settings.index.lookup(server.sni or server.address[0])
+        if provider is not None:
+            target = settings.providers[provider.name].connect_to
+            if target is not None:
+                server.address = target
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        settings = self.state.settings
+        if flow.response or settings is None:
+            return
+        by_host = settings.index.lookup(flow.request.pretty_host)
+        sni = flow.client_conn.sni
+        by_sni = settings.index.lookup(sni) if sni else by_host
+        provider = by_sni or by_host
+        if provider is None:
+            if self._blocking():
+                flow.metadata[keys.REFUSED] = Refusal.BLOCKED_HOST.value
+                flow.response = refusal_response(
+                    ErrorShape.OPENAI, Refusal.BLOCKED_HOST,
+                    f"{flow.request.pretty_host} is not an LLM provider this proxy serves",
+                )
+            return
+        flow.metadata[keys.PROVIDER] = provider.name
+        if by_sni is not by_host:
+            self._refuse(flow, Refusal.MISDIRECTED, provider.error_shape,
+                         f"Host {flow.request.pretty_host!r} does not match the TLS server name {sni!r}")
+        elif flow.request.scheme != "https":
+            self._refuse(flow, Refusal.NOT_HTTPS, provider.error_shape,
+                         f"use https://{flow.request.pretty_host}: keys never travel in plain HTTP")
+
+    @staticmethod
+    def _refuse(flow: http.HTTPFlow, refusal: Refusal, shape: ErrorShape, message: str) -> None:
+        flow.metadata[keys.REFUSED] = refusal.value
+        flow.response = refusal_response(shape, refusal, message)
