@@ -8,6 +8,8 @@ names another provider is refused, so one provider's key can never travel to ano
 
 from __future__ import annotations
 
+import weakref
+
 from llamakey import state as keys
 from llamakey.errors import Refusal, refusal_response
 from llamakey.providers import ErrorShape
@@ -21,6 +23,9 @@ class IdentifyProvider:
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+        self._dialed: weakref.WeakKeyDictionary[connection.Server, tuple[str, int]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _blocking(self) -> bool:
         settings = self.state.settings
@@ -47,7 +52,17 @@ class IdentifyProvider:
         if provider is not None:
             target = settings.providers[provider.name].connect_to
             if target is not None:
+                self._dialed[server] = server.address
                 server.address = target
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        # Once dialed, the connection names the provider again (`peername` keeps the address
+        # really dialed). mitmproxy copies the server address into the certificate it forges,
+        # and an IP there breaks our CA's name constraints; its HTTP layer also reuses a
+        # connection only when the address matches the request's host. mitmproxy refuses to
+        # *redirect* an open connection; restoring its logical name is not a redirect.
+        if original := self._dialed.pop(data.server, None):
+            object.__setattr__(data.server, "address", original)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         settings = self.state.settings
