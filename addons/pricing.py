@@ -1,0 +1,192 @@
+"""USD cost of one call, offline, from genai-prices' bundled price tables.
+
+Called once per metered request, so model resolution is cached per (provider, model). Unknown
+models cost None, never 0: an unpriced call must show up as unpriced, not as free.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import lru_cache
+
+from genai_prices import Usage as PriceUsage
+from genai_prices import types as gp
+from genai_prices.data_snapshot import get_snapshot
+from llamakey.usage import Usage
+
+__all__ = ["GENAI_PRICES_PROVIDERS", "PriceOverride", "cost_usd"]
+
+log = logging.getLogger(__name__)
+
+# Our provider ids -> genai-prices provider ids. Hugging Face is priced per serving provider
+# (`huggingface_{provider}`), see `_price_target`; Vectara and AnyScale have no price data.
+GENAI_PRICES_PROVIDERS: Mapping[str, str] = {
+    "openai": "openai",
+    "azure": "azure",
+    "anthropic": "anthropic",
+    "gemini": "google",
+    "cohere": "cohere",
+    "mistral": "mistral",
+    "groq": "groq",
+    "together": "together",
+    "deepseek": "deepseek",
+    "openrouter": "openrouter",
+    "xai": "x-ai",
+    "fireworks": "fireworks",
+    "perplexity": "perplexity",
+}
+
+# HF router routing policies: they do not say which provider served the call, so no price.
+_HF_POLICIES = frozenset({"fastest", "cheapest", "preferred", "auto"})
+
+_MTOK = Decimal(1_000_000)
+
+# (provider, model) pairs already warned about; capped so junk model names cannot grow it forever.
+_warned: set[tuple[str, str | None]] = set()
+_MAX_WARNED = 10_000
+
+
+@dataclass(frozen=True)
+class PriceOverride:
+    """Operator-set USD prices per million tokens; cache prices default to the input price."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cache_read_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+
+
+def _warn_once(provider: str, model: str | None, why: str) -> None:
+    """Log one warning per (provider, model) per process."""
+    key = (provider, model)
+    if key in _warned or len(_warned) >= _MAX_WARNED:
+        return
+    _warned.add(key)
+    log.warning("no price for %s model %r: %s", provider, model, why)
+
+
+def _has_tokens(usage: Usage) -> bool:
+    """Whether the usage reports any billable token count."""
+    return any(
+        n is not None
+        for n in (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+        )
+    )
+
+
+def _override_cost(price: PriceOverride, usage: Usage) -> Decimal:
+    """Cost at operator prices; a missing cache price bills cache tokens as plain input."""
+    cache_read = price.cache_read_per_mtok
+    cache_write = price.cache_write_per_mtok
+    total = (
+        (usage.input_tokens or 0) * price.input_per_mtok
+        + (usage.output_tokens or 0) * price.output_per_mtok
+        + (usage.cache_read_tokens or 0)
+        * (price.input_per_mtok if cache_read is None else cache_read)
+        + (usage.cache_write_tokens or 0)
+        * (price.input_per_mtok if cache_write is None else cache_write)
+    )
+    return total / _MTOK
+
+
+def _price_target(provider: str, model: str) -> tuple[str, str] | None:
+    """(genai-prices provider id, model ref) for our provider and model, or None if unpriced.
+
+    Hugging Face router models name their serving provider after a colon
+    (`meta-llama/Llama-3.3-70B-Instruct:groq`), which selects the `huggingface_groq` table.
+    """
+    if provider == "huggingface":
+        base, sep, route = model.rpartition(":")
+        if not sep or not base or not route or route in _HF_POLICIES:
+            return None
+        return f"huggingface_{route.lower()}", base
+    gp_provider = GENAI_PRICES_PROVIDERS.get(provider)
+    if gp_provider is None:
+        return None
+    # Gemini resource names ("models/gemini-2.5-flash") are bare model ids in the tables.
+    return gp_provider, model.removeprefix("models/")
+
+
+@lru_cache(maxsize=4096)
+def _resolve(provider: str, model: str) -> tuple[gp.Provider, gp.ModelInfo] | None:
+    """The genai-prices provider and model entry for (provider, model); None when unknown.
+
+    Cached because the snapshot remembers hits but rescans every model table on each miss.
+    """
+    target = _price_target(provider, model)
+    if target is None:
+        return None
+    try:
+        return get_snapshot().find_provider_model(target[1], None, target[0], None)
+    except LookupError:
+        return None
+
+
+def cost_usd(
+    provider: str,
+    model: str | None,
+    usage: Usage,
+    *,
+    when: datetime | None = None,
+    overrides: Mapping[str, PriceOverride] | None = None,
+) -> Decimal | None:
+    """USD cost of one call, or None when it cannot be priced. Never raises.
+
+    In order: no token counts and no provider cost -> None; an override keyed "provider/model"
+    or "model" -> tokens at those prices; a cost the provider reported (xAI, OpenRouter,
+    Perplexity) -> that cost, which covers fees no token table knows; else genai-prices at the
+    prices in force at `when` (default now; naive means UTC). genai-prices counts cache tokens
+    inside input, so our cache-free input is added back up before pricing.
+    """
+    try:
+        return _cost(provider, model, usage, when, overrides)
+    except Exception as exc:  # metering must never fail a request
+        _warn_once(provider, model, f"pricing failed: {exc!r}")
+        return None
+
+
+def _cost(
+    provider: str,
+    model: str | None,
+    usage: Usage,
+    when: datetime | None,
+    overrides: Mapping[str, PriceOverride] | None,
+) -> Decimal | None:
+    """`cost_usd` without the safety net."""
+    has_tokens = _has_tokens(usage)
+    if not has_tokens and usage.provider_cost_usd is None:
+        return None
+    if overrides and model and has_tokens:
+        override = overrides.get(f"{provider}/{model}") or overrides.get(model)
+        if override is not None:
+            return _override_cost(override, usage)
+    if usage.provider_cost_usd is not None:
+        return Decimal(repr(usage.provider_cost_usd))
+    if not model:
+        _warn_once(provider, model, "the call named no model")
+        return None
+    resolved = _resolve(provider, model)
+    if resolved is None:
+        _warn_once(provider, model, "not in genai-prices")
+        return None
+    gp_provider, gp_model = resolved
+    cache_read = usage.cache_read_tokens or 0
+    cache_write = usage.cache_write_tokens or 0
+    price_usage = PriceUsage(
+        input_tokens=(usage.input_tokens or 0) + cache_read + cache_write,
+        output_tokens=usage.output_tokens or 0,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    calc = gp_model.calc_price(price_usage, gp_provider, genai_request_timestamp=when)
+    return calc.total_price
