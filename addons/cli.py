@@ -177,6 +177,32 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from llamakey import auditdb
+
+    settings = _load(args.config)
+    if not settings.audit_path.exists():
+        raise SystemExit(f"lmk: no audit database at {settings.audit_path} yet")
+    since = auditdb.parse_since(args.since) if args.since else None
+    report = auditdb.usage_report(settings.audit_path, since=since, by=args.by)
+    print(auditdb.format_report(report, args.format))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from llamakey import auditdb
+
+    settings = _load(args.config)
+    result = auditdb.verify(settings.audit_path)
+    if result.ok:
+        print(f"ok: {result.rows_checked} rows chained, {result.unfinished} unfinished"
+              f"{f', head {result.head_hash}' if result.head_hash else ''}")
+        return 0
+    print(f"TAMPERED: row {result.first_bad_id} was {result.problem} "
+          f"({result.rows_checked} rows checked before it)")
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmk", description=__doc__)
     parser.add_argument("--config", type=Path, default=config.default_path(),
@@ -214,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--proxy-host", help="host name clients reach the proxy by")
     env.add_argument("--output", default=ENV_FILE, help=f"file to write (default: {ENV_FILE})")
     env.set_defaults(func=cmd_env)
+
+    usage = sub.add_parser("usage", help="usage and cost from the audit log")
+    usage.add_argument("--since", help="7d, 24h, 30m or an ISO date (default: everything)")
+    usage.add_argument("--by", default="user", choices=["user", "group", "provider", "model", "day"])
+    usage.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    usage.set_defaults(func=cmd_usage)
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
+    audit.add_parser("verify", help="check the hash chain; name the first altered, inserted or "
+                     "deleted row").set_defaults(func=cmd_audit_verify)
     return parser
 
 

@@ -7,12 +7,14 @@ each hook along it.
 
 from __future__ import annotations
 
+from llamakey.audit import Audit
 from llamakey.authenticate import Authenticate
 from llamakey.configload import ConfigLoader
 from llamakey.identify import IdentifyProvider
 from llamakey.keyswap import KeySwap
 from llamakey.meter import Meter
 from llamakey.redact import Redact
+from llamakey.settle import Settle
 from llamakey.state import GatewayState
 
 
@@ -25,5 +27,7 @@ def gateway_addons(state: GatewayState | None = None) -> list[object]:
         Authenticate(state),
         KeySwap(state),
         Meter(state),
+        Settle(state),
+        Audit(state),
         Redact(state),
     ]

@@ -20,6 +20,7 @@ MODEL = "lmk.model"
 STREAM = "lmk.stream"
 USAGE = "lmk.usage"  # dict of Usage fields
 FIRST_BYTE = "lmk.first_byte"  # epoch seconds of the first body chunk sent to the client
+RESPONSE_BYTES = "lmk.response_bytes"  # bytes of a streamed answer (its body is not kept)
 DISCONNECTED = "lmk.client_disconnected"
 INJECTED_USAGE = "lmk.injected_stream_usage"
 
@@ -39,8 +40,10 @@ class _Tap:
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if not data:  # end of the answer
             return self.meter.finish()
-        if FIRST_BYTE not in self.flow.metadata:
-            self.flow.metadata[FIRST_BYTE] = time.time()
+        metadata = self.flow.metadata
+        if FIRST_BYTE not in metadata:
+            metadata[FIRST_BYTE] = time.time()
+        metadata[RESPONSE_BYTES] = metadata.get(RESPONSE_BYTES, 0) + len(data)
         out = self.meter.feed(data)
         if self.scrubber.has_secret(out):
             out = self.scrubber.same_length(out)
@@ -98,12 +101,12 @@ class Meter:
             found = usage_lib.usage_from_body(
                 flow.metadata[keys.PROVIDER], flow.metadata[FLAVOR], flow.response.content or b""
             )
-        if found is not None and not found.is_empty():
+        if found is not None:
             flow.metadata[USAGE] = found.as_dict()
 
     def error(self, flow: http.HTTPFlow) -> None:
         meter = self._meters.pop(flow.id, None)
-        if meter is not None and not meter.usage.is_empty():
+        if meter is not None:  # usage seen before the break is kept
             flow.metadata[USAGE] = meter.usage.as_dict()
         if flow.error and flow.error.msg == "Client disconnected.":
             flow.metadata[DISCONNECTED] = True

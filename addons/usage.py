@@ -343,7 +343,11 @@ def _chat_usage(provider: str, u: JSONObject) -> Usage:
     output = _int(u.get("completion_tokens"))
     if provider in _REASONING_BESIDE_OUTPUT:
         extra = (reasoning or 0) + (_int(u.get("citation_tokens")) or 0)
-        if extra:
+        total = _int(u.get("total_tokens"))
+        # These providers have reported reasoning beside completion_tokens (total = prompt +
+        # completion + reasoning); when the total says it is already inside, don't add it twice.
+        already_inside = total is not None and total == (prompt or 0) + (output or 0)
+        if extra and not already_inside:
             output = (output or 0) + extra
     return Usage(
         input_tokens=miss if miss is not None else _without_cache(prompt, cached, cache_write),

@@ -1,0 +1,61 @@
+"""Settle: turn the metered usage of a finished call into a cost in USD.
+
+Prices come from genai-prices (offline), `[prices."MODEL"]` overrides win, and a cost the
+provider reports itself is kept beside ours. An unknown model gets no cost (NULL, one warning),
+never a silent 0. The result also shows in mitmweb's comment column.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from llamakey import meter
+from llamakey import state as keys
+from llamakey.pricing import PriceOverride, cost_usd
+from llamakey.state import GatewayState
+from llamakey.usage import Usage
+
+COST = "lmk.cost_usd"
+
+
+class Settle:
+    """Prices each metered flow once it ends (answered or broken off)."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self._overrides: dict[str, PriceOverride] = {}
+        self._overrides_from: object = None
+
+    def overrides(self) -> dict[str, PriceOverride]:
+        settings = self.state.settings
+        prices = settings.file.prices if settings else {}
+        if prices is not self._overrides_from:  # rebuilt only when the config was reloaded
+            self._overrides = {
+                model: PriceOverride(p.input_per_mtok, p.output_per_mtok,
+                                     p.cache_read_per_mtok, p.cache_write_per_mtok)
+                for model, p in prices.items()
+            }
+            self._overrides_from = prices
+        return self._overrides
+
+    def settle(self, flow: http.HTTPFlow) -> None:
+        found = flow.metadata.get(meter.USAGE)
+        if not found:
+            return
+        usage = Usage(**found)
+        model = usage.model or flow.metadata.get(meter.MODEL)
+        # Our own figure, from token counts: the provider's (xAI, OpenRouter, Perplexity) is
+        # recorded beside it by the audit log, not in its place.
+        usage.provider_cost_usd = None
+        cost = cost_usd(flow.metadata[keys.PROVIDER], model, usage, overrides=self.overrides())
+        flow.metadata[COST] = float(cost) if cost is not None else None
+        tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0) + \
+            (usage.cache_read_tokens or 0) + (usage.cache_write_tokens or 0)
+        price = f"${cost:.6f}" if cost is not None else "unpriced"
+        flow.comment = f"{flow.metadata.get(keys.USER)} | {model} | {tokens} tokens | {price}"
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.settle(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.settle(flow)
