@@ -1,0 +1,112 @@
+"""The audit log holds under failure: nothing is served unaudited when SQLite cannot be written,
+kill -9 under load loses no row of a request that went upstream, and tampering is detected."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import make_gateway
+from tests.harness import Gateway, run_lmk
+from tests.mock_upstream import MockUpstream
+from tests.test_e2e_audit import client, rows
+
+
+@pytest.fixture
+def own_gateway(tmp_path: Path, mock: MockUpstream) -> Iterator[Gateway]:
+    gw = make_gateway(tmp_path, mock)
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+def chat(http: httpx.Client, gateway: Gateway, model: str = "gpt-4o-mini", **headers: str) -> httpx.Response:
+    return http.post("https://api.openai.com/v1/chat/completions",
+                     json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+                     headers={"authorization": f"Bearer {gateway.keys['alice']}", **headers})
+
+
+def test_unwritable_audit_log_refuses_with_503_and_recovers(own_gateway: Gateway, mock: MockUpstream) -> None:
+    with client(own_gateway) as http:
+        assert chat(http, own_gateway).status_code == 200  # the database exists now
+        locker = sqlite3.connect(own_gateway.audit_db, timeout=0.1)
+        locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        mock.clear()
+        try:
+            refused = chat(http, own_gateway)
+        finally:
+            locker.rollback()
+            locker.close()
+        assert refused.status_code == 503
+        assert "audit log" in refused.json()["error"]["message"]
+        assert mock.seen == [], "a request went upstream without its audit row"
+        deadline = time.monotonic() + 10
+        while (ok := chat(http, own_gateway)).status_code != 200:  # recovers by itself
+            assert time.monotonic() < deadline, ok.text
+            time.sleep(0.2)
+
+
+def test_kill_9_under_load_leaves_a_row_for_every_request_upstream(own_gateway: Gateway,
+                                                                     mock: MockUpstream) -> None:
+    mock.clear()
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        with client(own_gateway) as http:
+            for i in range(50):
+                try:
+                    chat(http, own_gateway, model=f"load-{n}-{i}", **{"x-mock-chunk-delay": "0.01"})
+                except httpx.HTTPError as error:  # the proxy dies under us: expected
+                    errors.append(error)
+                    return
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    while len(mock.seen) < 60:
+        time.sleep(0.01)
+    assert own_gateway.process is not None
+    os.kill(own_gateway.process.pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(30)
+    upstream = {json.loads(s.body)["model"] for s in mock.seen}
+    audited = {r["model"] for r in rows(own_gateway.audit_db)}
+    assert len(upstream) >= 60
+    assert upstream <= audited, f"requests served without an audit row: {sorted(upstream - audited)[:5]}"
+    assert errors, "the kill happened after all requests had finished"
+
+
+def test_audit_verify_names_the_altered_and_the_deleted_row(own_gateway: Gateway, tmp_path: Path) -> None:
+    with client(own_gateway) as http:
+        for n in range(5):
+            assert chat(http, own_gateway, model=f"verify-{n}").status_code == 200
+    time.sleep(0.5)
+    own_gateway.stop()
+    assert run_lmk(own_gateway.config, "audit", "verify").returncode == 0
+    pristine = sqlite3.connect(":memory:")
+    with sqlite3.connect(own_gateway.audit_db) as conn:
+        conn.backup(pristine)
+    with sqlite3.connect(own_gateway.audit_db) as conn:
+        [(victim,)] = conn.execute("select id from requests where model = 'verify-2'")
+        conn.execute("update requests set cost_usd = 0 where id = ?", (victim,))
+    result = run_lmk(own_gateway.config, "audit", "verify")
+    assert result.returncode == 1 and victim in result.stdout and "altered" in result.stdout
+
+    with sqlite3.connect(own_gateway.audit_db) as conn:
+        pristine.backup(conn)  # undo the edit
+    assert run_lmk(own_gateway.config, "audit", "verify").returncode == 0
+    with sqlite3.connect(own_gateway.audit_db) as conn:
+        conn.execute("delete from requests where model = 'verify-2'")
+        [(following,)] = conn.execute("select id from requests where model = 'verify-3'")
+    result = run_lmk(own_gateway.config, "audit", "verify")
+    assert result.returncode == 1 and "deleted" in result.stdout
+    assert following in result.stdout
