@@ -180,3 +180,14 @@ def test_no_credential_in_any_table_and_usage_report(gateway: Gateway) -> None:
     assert by_provider["openai"]["requests"] >= 1
     verify = run_lmk(gateway.config, "audit", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_readme_sql_recipes_run_on_the_audit_database(gateway: Gateway) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```sql", 1)[1].split("```", 1)[0]
+    recipes = [q.strip() for q in block.split(";") if q.strip()]
+    assert len(recipes) == 5
+    with sqlite3.connect(f"file:{gateway.audit_db}?mode=ro", uri=True) as conn:
+        results = [conn.execute(q).fetchall() for q in recipes]
+    assert ("alice",) == results[0][0][:1]  # spend per user: alice made the calls above
+    assert results[2], "refused requests by rule"
