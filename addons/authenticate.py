@@ -47,11 +47,12 @@ class Authenticate:
         return user
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
+        # Taken off every CONNECT, even one already refused: mitmproxy prints CONNECT flows.
+        header = flow.request.headers.pop("proxy-authorization", None)
         settings = self.state.settings
         if flow.response or settings is None:
             return
-        presented = credentials.proxy_credentials(flow.request.headers.get("proxy-authorization"))
-        flow.request.headers.pop("proxy-authorization", None)
+        presented = credentials.proxy_credentials(header)
         key = credentials.normalise(presented[1]) if presented else ""
         user = self.lookup(key) if key else None
         if user is not None:

@@ -170,6 +170,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
     out = Path(args.output)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the master key
+    os.fchmod(fd, 0o600)  # O_CREAT's mode applies only to a new file
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))

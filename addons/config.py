@@ -207,7 +207,11 @@ def _format_errors(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"])
-        secret = any(str(p) in _SECRET_FIELDS for p in item["loc"])
+        loc = item["loc"]
+        # Under [providers], a bare string or a misspelt field may hold a key.
+        secret = any(str(p) in _SECRET_FIELDS for p in loc) or (
+            loc[:1] == ("providers",) and (len(loc) <= 2 or item["type"] == "extra_forbidden")
+        )
         got = "" if secret or item["type"] == "missing" else f"got {item.get('input')!r}, "
         message = item["msg"].replace("Input should be", "expected").replace(
             "String should match pattern", "expected text matching"
@@ -238,23 +242,26 @@ def resolve(file: ConfigFile, path: Path | None) -> Settings:
         if table.disabled:
             continue
         provider = _merge_provider(name, builtin, table)
-        keys, missing = [], []
-        for ref in table.keys:
+        keys, unset_vars, master_keys = [], [], []
+        for position, ref in enumerate(table.keys):
             value, unset = _expand(ref)
             if value and value.startswith((MASTER_PREFIX, HF_PREFIX + MASTER_PREFIX)):
                 # A client environment (`lmk env`) sourced in the proxy's shell sets
-                # OPENAI_API_KEY & co. to a master key: never send that upstream.
-                missing.append(f"{ref} (it holds a LlaMaKey master key, not a provider key)")
+                # OPENAI_API_KEY & co. to a master key: never send that upstream. The entry is
+                # named, never its value.
+                named = f" ({ref})" if _ENV_REF.fullmatch(ref) else ""
+                master_keys.append(f"providers.{name}.keys[{position}]{named}")
             elif value:
                 keys.append(value)
-            missing += unset
+            unset_vars += unset
         if keys:
             reason = None
-        elif missing:
-            reason = (
-                f"providers.{name}.keys refers to {', '.join(missing)}, "
-                "which is not set in the proxy's environment"
-            )
+        elif master_keys:
+            reason = (f"{', '.join(master_keys)} holds a LlaMaKey master key, not a provider key "
+                      "(was a client's llamakey_local.env sourced in the proxy's shell?)")
+        elif unset_vars:
+            reason = (f"providers.{name}.keys refers to {', '.join(unset_vars)}, "
+                      "which is not set in the proxy's environment")
         else:
             reason = f"providers.{name}.keys is not set in {path or DEFAULT_CONFIG_NAME}"
         extra: dict[str, str] = {}

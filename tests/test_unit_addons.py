@@ -346,11 +346,6 @@ def test_master_key_in_provider_key_variable_is_not_used_as_real_key(
     assert leaked not in settings.real_keys
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.py resolve(): a master key written literally in providers.X.keys is "
-    "echoed verbatim in missing_key (which `lmk check` prints)",
-)
 def test_literal_master_key_in_keys_is_not_echoed() -> None:
     data = config_data()
     data["providers"]["openai"] = {"keys": [ALICE_KEY]}
@@ -411,21 +406,10 @@ SECRET = "sk-proj-NEVERECHOED0123456789abcdefghij"
         pytest.param(
             {"providers": {"openai": {"key": SECRET}}},
             id="misspelt-keys",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG config.py _format_errors(): an unknown key is reported with "
-                '`got <value>`, so `key = "sk-..."` (typo for `keys`) echoes the real key '
-                "in the error (and in the log on reload)",
-            ),
         ),
         pytest.param(
             {"providers": {"openai": SECRET}},
             id="provider-not-a-table",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason='BUG config.py _format_errors(): `providers.openai = "sk-..."` is '
-                "reported with `got <value>`, echoing the real key",
-            ),
         ),
     ],
 )
@@ -861,12 +845,6 @@ async def test_revoked_user_is_refused_inside_an_open_tunnel(state: GatewayState
         assert f.response is not None and f.response.status_code == 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG authenticate.py Authenticate.http_connect: returns early when IdentifyProvider "
-    "already answered 403 (other_hosts=block), so Proxy-Authorization (the master key) stays "
-    "on the CONNECT flow that mitmproxy's dumper prints on http_connect_error",
-)
 async def test_blocked_connect_drops_proxy_credentials(
     isolated_log_scrubber: None,
 ) -> None:

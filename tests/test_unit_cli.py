@@ -233,11 +233,6 @@ def test_check_broken_file_fails_naming_the_toml_path(
     assert "valid\n" not in capsys.readouterr().out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.py resolve(): a master key pasted literally into providers.X.keys is "
-    "echoed in missing_key, which `lmk check` prints",
-)
 def test_check_never_prints_a_master_key_pasted_as_provider_key(
     cfg: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -335,11 +330,6 @@ def test_env_refuses_another_users_key(
     assert "not the master key" in lmk_fails(cfg, "env", "alice", "--key", "lmk_x", "--output", "o")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG cli.py cmd_env: os.open(..., O_CREAT, 0o600) only sets the mode of a new file; "
-    "an existing world-readable output file keeps its mode and now holds the master key",
-)
 def test_env_output_is_0600_even_when_file_existed(
     cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
