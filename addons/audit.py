@@ -17,13 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import http
-
 from llamakey import meter, settle
 from llamakey import state as keys
 from llamakey.auditdb import AuditUnavailable, AuditWriter, format_ts
 from llamakey.errors import STATUS, Refusal, refusal_response
 from llamakey.state import GatewayState
+from mitmproxy import http
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
@@ -35,15 +34,20 @@ def redact_json_text(text: str, state: GatewayState) -> str:
 
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: "[redacted]" if any(s in k.lower() for s in _SENSITIVE_FIELDS) and
-                    isinstance(v, str) else walk(v) for k, v in value.items()}
+            return {
+                k: "[redacted]"
+                if any(s in k.lower() for s in _SENSITIVE_FIELDS) and isinstance(v, str)
+                else walk(v)
+                for k, v in value.items()
+            }
         if isinstance(value, list):
             return [walk(v) for v in value]
         return value
 
     with contextlib.suppress(ValueError):
         text = json.dumps(walk(json.loads(text)), ensure_ascii=False)
-    return state.scrubber.text(text)
+    clean: str = state.scrubber.text(text)
+    return clean
 
 
 class Audit:
@@ -65,7 +69,9 @@ class Audit:
             if self.writer is not None:
                 self.writer.close()
             self._path = settings.audit_path
-            self.writer = AuditWriter(settings.audit_path, log_bodies=settings.file.audit.log_bodies)
+            self.writer = AuditWriter(
+                settings.audit_path, log_bodies=settings.file.audit.log_bodies
+            )
             try:
                 self.writer.start()
             except AuditUnavailable as error:
@@ -133,7 +139,8 @@ class Audit:
             assert resolved is not None
             flow.metadata[keys.REFUSED] = Refusal.AUDIT_UNAVAILABLE.value
             flow.response = refusal_response(
-                resolved.provider.error_shape, Refusal.AUDIT_UNAVAILABLE,
+                resolved.provider.error_shape,
+                Refusal.AUDIT_UNAVAILABLE,
                 "the audit log cannot be written; the request was not sent, retry shortly",
             )
             return
@@ -158,14 +165,24 @@ class Audit:
         now = time.time()
         request, response = flow.request, flow.response
         usage = flow.metadata.get(meter.USAGE) or {}
-        first_byte = flow.metadata.get(meter.FIRST_BYTE) or (response.timestamp_start if response else None)
+        first_byte = flow.metadata.get(meter.FIRST_BYTE) or (
+            response.timestamp_start if response else None
+        )
         fields: dict[str, object] = {
             "status": response.status_code if response else None,
             "refused_by": flow.metadata.get(keys.REFUSED),
             "error": flow.error.msg if flow.error else None,
-            "latency_ms": round(((response.timestamp_end if response and response.timestamp_end
-                                  else now) - request.timestamp_start) * 1000, 3),
-            "ttfb_ms": round((first_byte - request.timestamp_start) * 1000, 3) if first_byte else None,
+            "latency_ms": round(
+                (
+                    (response.timestamp_end if response and response.timestamp_end else now)
+                    - request.timestamp_start
+                )
+                * 1000,
+                3,
+            ),
+            "ttfb_ms": round((first_byte - request.timestamp_start) * 1000, 3)
+            if first_byte
+            else None,
             "response_bytes": _response_bytes(flow),
             "input_tokens": usage.get("input_tokens"),
             "output_tokens": usage.get("output_tokens"),
@@ -181,8 +198,11 @@ class Audit:
         }
         self.writer.finish(flow.id, fields)
         if self.writer.log_bodies:
-            self.writer.bodies(flow.id, _text(request.raw_content, self.state),
-                               _text(response.raw_content if response else None, self.state))
+            self.writer.bodies(
+                flow.id,
+                _text(request.raw_content, self.state),
+                _text(response.raw_content if response else None, self.state),
+            )
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)

@@ -56,7 +56,10 @@ class Authenticate:
         key = credentials.normalise(presented[1]) if presented else ""
         user = self.lookup(key) if key else None
         if user is not None:
-            self._by_connection[flow.client_conn] = (user.key_sha256, credentials.marker(key, user.name))
+            self._by_connection[flow.client_conn] = (
+                user.key_sha256,
+                credentials.marker(key, user.name),
+            )
         elif settings.file.proxy.proxy_auth:
             reason = "wrong or unknown master key" if presented else "master key required"
             flow.metadata[keys.REFUSED] = Refusal.UNKNOWN_KEY.value

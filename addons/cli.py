@@ -30,7 +30,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.save:
         sets.append(f"save_stream_file={args.save}")
     try:
-        return asyncio.run(server.run(args.config, sets, web=args.command == "web"))
+        status: int = asyncio.run(server.run(args.config, sets, web=args.command == "web"))
+        return status
     except config.ConfigError as error:
         print(f"lmk: {error}", file=sys.stderr)
         return 2
@@ -40,19 +41,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     print(f"{settings.path}: valid")
     proxy = settings.file.proxy
-    print(f"proxy: {proxy.listen_host}:{proxy.listen_port}, other hosts: {proxy.other_hosts}, "
-          f"proxy auth: {'required' if proxy.proxy_auth else 'optional'}")
+    print(
+        f"proxy: {proxy.listen_host}:{proxy.listen_port}, other hosts: {proxy.other_hosts}, "
+        f"proxy auth: {'required' if proxy.proxy_auth else 'optional'}"
+    )
     print("providers:")
     for name in sorted(settings.providers):
         resolved = settings.providers[name]
         keys = len(resolved.keyring.keys) if resolved.keyring else 0
         status = f"{keys} key(s)" if keys else f"NO KEY ({resolved.missing_key})"
         legacy = f" [legacy: {resolved.provider.legacy}]" if resolved.provider.legacy else ""
-        via = f" via {resolved.connect_to[0]}:{resolved.connect_to[1]}" if resolved.connect_to else ""
+        via = (
+            f" via {resolved.connect_to[0]}:{resolved.connect_to[1]}" if resolved.connect_to else ""
+        )
         print(f"  {name:<12} {', '.join(resolved.provider.hosts)}: {status}{via}{legacy}")
     users = settings.file.users
     active = sum(1 for u in settings.users_by_hash.values() if not u.disabled)
-    print(f"users: {len(users)} ({active} active); groups: {', '.join(settings.file.groups) or 'none'}")
+    print(
+        f"users: {len(users)} ({active} active); "
+        f"groups: {', '.join(settings.file.groups) or 'none'}"
+    )
     print(f"audit: {settings.audit_path if settings.file.audit.enabled else 'off'}")
     if (settings.certs_dir / ca.CA_KEY_FILE).exists():
         uncovered = ca.uncovered_hosts(settings.certs_dir, settings.index.host_patterns())
@@ -101,18 +109,26 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     users[args.name] = user
     _save(args.config, doc)
     print(key)
-    print(f"# The master key of {args.name!r}, shown once; only its SHA-256 is kept in "
-          f"{args.config}.\n# Client set-up: lmk env {args.name} --key {key[:8]}...", file=sys.stderr)
+    print(
+        f"# The master key of {args.name!r}, shown once; only its SHA-256 is kept in "
+        f"{args.config}.\n# Client set-up: lmk env {args.name} --key {key[:8]}...",
+        file=sys.stderr,
+    )
     return 0
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     for user in sorted(settings.users_by_hash.values(), key=lambda u: u.name):
-        state = "disabled" if user.disabled else (
-            f"expires {user.expires:%Y-%m-%d}" if user.expires else "active")
-        print(f"{user.name:<20} {state:<20} groups: {', '.join(user.groups) or '-'}  "
-              f"sha256: {user.key_sha256[:12]}...")
+        state = (
+            "disabled"
+            if user.disabled
+            else (f"expires {user.expires:%Y-%m-%d}" if user.expires else "active")
+        )
+        print(
+            f"{user.name:<20} {state:<20} groups: {', '.join(user.groups) or '-'}  "
+            f"sha256: {user.key_sha256[:12]}..."
+        )
     return 0
 
 
@@ -134,15 +150,22 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def client_environment(settings: config.Settings, user: str, key: str, proxy_host: str) -> dict[str, str]:
+def client_environment(
+    settings: config.Settings, user: str, key: str, proxy_host: str
+) -> dict[str, str]:
     """The variables a client needs: proxy, CA bundle, and every SDK's key set to the master key."""
     proxy = settings.file.proxy
     credentials_part = f"{user}:{key}@" if proxy.proxy_auth else ""
     url = f"http://{credentials_part}{proxy_host}:{proxy.listen_port}"
     bundle = str(settings.certs_dir / ca.BUNDLE_FILE)
     env = {"HTTPS_PROXY": url, "https_proxy": url}
-    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE",
-                 "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"):
+    for name in (
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "AWS_CA_BUNDLE",
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    ):
         env[name] = bundle
     env["NODE_EXTRA_CA_CERTS"] = str(settings.certs_dir / ca.CA_CERT_FILE)  # Node appends
     env["NODE_USE_ENV_PROXY"] = "1"
@@ -157,7 +180,9 @@ def cmd_env(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     key = args.key or os.environ.get("LMK_MASTER_KEY", "")
     if not key:
-        raise SystemExit("lmk: give the master key: lmk env NAME --key lmk_... (or $LMK_MASTER_KEY)")
+        raise SystemExit(
+            "lmk: give the master key: lmk env NAME --key lmk_... (or $LMK_MASTER_KEY)"
+        )
     key = credentials.normalise(key)
     user = settings.users_by_hash.get(credentials.key_sha256(key))
     if user is None or user.name != args.name:
@@ -196,31 +221,49 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     result = auditdb.verify(settings.audit_path)
     if result.ok:
-        print(f"ok: {result.rows_checked} rows chained, {result.unfinished} unfinished"
-              f"{f', head {result.head_hash}' if result.head_hash else ''}")
+        print(
+            f"ok: {result.rows_checked} rows chained, {result.unfinished} unfinished"
+            f"{f', head {result.head_hash}' if result.head_hash else ''}"
+        )
         return 0
-    print(f"TAMPERED: row {result.first_bad_id} was {result.problem} "
-          f"({result.rows_checked} rows checked before it)")
+    print(
+        f"TAMPERED: row {result.first_bad_id} was {result.problem} "
+        f"({result.rows_checked} rows checked before it)"
+    )
     return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmk", description=__doc__)
-    parser.add_argument("--config", type=Path, default=config.default_path(),
-                        help="configuration file (default: $LMK_CONFIG or ./lmk_config.toml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=config.default_path(),
+        help="configuration file (default: $LMK_CONFIG or ./lmk_config.toml)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for name, text in (("serve", "run the proxy (mitmdump-style)"),
-                       ("web", "run the proxy with mitmweb's UI on loopback, token-protected")):
+    for name, text in (
+        ("serve", "run the proxy (mitmdump-style)"),
+        ("web", "run the proxy with mitmweb's UI on loopback, token-protected"),
+    ):
         run = sub.add_parser(name, help=text)
-        run.add_argument("--set", action="append", metavar="OPTION=VALUE",
-                         help="a mitmproxy option, as with mitmdump --set")
+        run.add_argument(
+            "--set",
+            action="append",
+            metavar="OPTION=VALUE",
+            help="a mitmproxy option, as with mitmdump --set",
+        )
         run.add_argument("-w", "--save", metavar="FILE", help="save flows to FILE (redacted)")
         run.set_defaults(func=cmd_serve)
 
-    sub.add_parser("check", help="validate the configuration and summarise it").set_defaults(func=cmd_check)
+    sub.add_parser("check", help="validate the configuration and summarise it").set_defaults(
+        func=cmd_check
+    )
 
-    keys = sub.add_parser("keys", help="master keys").add_subparsers(dest="keys_command", required=True)
+    keys = sub.add_parser("keys", help="master keys").add_subparsers(
+        dest="keys_command", required=True
+    )
     new = keys.add_parser("new", help="create a user's master key (printed once)")
     new.add_argument("name")
     new.add_argument("--group", action="append", help="add the user to this group (repeatable)")
@@ -230,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_keys_revoke)
 
-    ca_parser = sub.add_parser("ca", help="the proxy's CA").add_subparsers(dest="ca_command", required=True)
+    ca_parser = sub.add_parser("ca", help="the proxy's CA").add_subparsers(
+        dest="ca_command", required=True
+    )
     init = ca_parser.add_parser("init", help="create the name-constrained CA and the client bundle")
     init.add_argument("--force", action="store_true", help="replace an existing CA")
     init.set_defaults(func=cmd_ca_init)
@@ -244,12 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     usage = sub.add_parser("usage", help="usage and cost from the audit log")
     usage.add_argument("--since", help="7d, 24h, 30m or an ISO date (default: everything)")
-    usage.add_argument("--by", default="user", choices=["user", "group", "provider", "model", "day"])
+    usage.add_argument(
+        "--by", default="user", choices=["user", "group", "provider", "model", "day"]
+    )
     usage.add_argument("--format", default="table", choices=["table", "csv", "json"])
     usage.set_defaults(func=cmd_usage)
-    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
-    audit.add_parser("verify", help="check the hash chain; name the first altered, inserted or "
-                     "deleted row").set_defaults(func=cmd_audit_verify)
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit_command", required=True
+    )
+    audit.add_parser(
+        "verify", help="check the hash chain; name the first altered, inserted or deleted row"
+    ).set_defaults(func=cmd_audit_verify)
     return parser
 
 

@@ -213,8 +213,10 @@ def _format_errors(error: ValidationError, source: str) -> str:
             loc[:1] == ("providers",) and (len(loc) <= 2 or item["type"] == "extra_forbidden")
         )
         got = "" if secret or item["type"] == "missing" else f"got {item.get('input')!r}, "
-        message = item["msg"].replace("Input should be", "expected").replace(
-            "String should match pattern", "expected text matching"
+        message = (
+            item["msg"]
+            .replace("Input should be", "expected")
+            .replace("String should match pattern", "expected text matching")
         )
         if item["type"] == "extra_forbidden":
             message = "unknown key (not a documented setting)"
@@ -238,7 +240,9 @@ def resolve(file: ConfigFile, path: Path | None) -> Settings:
         table = file.providers.get(name, ProviderTable())
         builtin = BUILTIN_PROVIDERS.get(name)
         if builtin is None and not table.hosts:
-            raise ConfigError(f"providers.{name}.hosts: a provider that is not built in needs hosts")
+            raise ConfigError(
+                f"providers.{name}.hosts: a provider that is not built in needs hosts"
+            )
         if table.disabled:
             continue
         provider = _merge_provider(name, builtin, table)
@@ -257,11 +261,15 @@ def resolve(file: ConfigFile, path: Path | None) -> Settings:
         if keys:
             reason = None
         elif master_keys:
-            reason = (f"{', '.join(master_keys)} holds a LlaMaKey master key, not a provider key "
-                      "(was a client's llamakey_local.env sourced in the proxy's shell?)")
+            reason = (
+                f"{', '.join(master_keys)} holds a LlaMaKey master key, not a provider key "
+                "(was a client's llamakey_local.env sourced in the proxy's shell?)"
+            )
         elif unset_vars:
-            reason = (f"providers.{name}.keys refers to {', '.join(unset_vars)}, "
-                      "which is not set in the proxy's environment")
+            reason = (
+                f"providers.{name}.keys refers to {', '.join(unset_vars)}, "
+                "which is not set in the proxy's environment"
+            )
         else:
             reason = f"providers.{name}.keys is not set in {path or DEFAULT_CONFIG_NAME}"
         extra: dict[str, str] = {}
@@ -280,7 +288,9 @@ def resolve(file: ConfigFile, path: Path | None) -> Settings:
     users: dict[str, User] = {}
     for name, user in file.users.items():
         if user.key_sha256 in users:
-            raise ConfigError(f"users.{name}.key_sha256: same key as users.{users[user.key_sha256].name}")
+            raise ConfigError(
+                f"users.{name}.key_sha256: same key as users.{users[user.key_sha256].name}"
+            )
         users[user.key_sha256] = User(
             name=name,
             key_sha256=user.key_sha256,
@@ -291,7 +301,9 @@ def resolve(file: ConfigFile, path: Path | None) -> Settings:
     for name, user in file.users.items():
         for group in user.groups:
             if group not in file.groups:
-                raise ConfigError(f"users.{name}.groups: got {group!r}, expected a [groups.{group}] table")
+                raise ConfigError(
+                    f"users.{name}.groups: got {group!r}, expected a [groups.{group}] table"
+                )
     return Settings(
         path=path,
         file=file,
@@ -330,7 +342,9 @@ def load(path: Path) -> Settings:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (start from the lmk_config.toml shipped with LlaMaKey)") from None
+        raise ConfigError(
+            f"{path}: no such file (start from the lmk_config.toml shipped with LlaMaKey)"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     except OSError as error:

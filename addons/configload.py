@@ -57,7 +57,9 @@ def prepare(settings: config.Settings) -> dict[str, object]:
     if not ca.is_name_constrained(settings.certs_dir):
         log.warning(
             "The CA in %s has no name constraints: whoever steals its key can impersonate any "
-            "site to clients that trust it. %s", settings.certs_dir, ca.reissue_hint(settings.certs_dir),
+            "site to clients that trust it. %s",
+            settings.certs_dir,
+            ca.reissue_hint(settings.certs_dir),
         )
     elif uncovered := ca.uncovered_hosts(settings.certs_dir, hosts):
         log.warning(

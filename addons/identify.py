@@ -38,7 +38,8 @@ class IdentifyProvider:
         if self._blocking() and settings.index.lookup(flow.request.host) is None:
             flow.metadata[keys.REFUSED] = Refusal.BLOCKED_HOST.value
             flow.response = http.Response.make(
-                403, f"LlaMaKey: {flow.request.host} is not an LLM provider this proxy serves",
+                403,
+                f"LlaMaKey: {flow.request.host} is not an LLM provider this proxy serves",
                 {"content-type": "text/plain"},
             )
 
@@ -76,17 +77,26 @@ class IdentifyProvider:
             if self._blocking():
                 flow.metadata[keys.REFUSED] = Refusal.BLOCKED_HOST.value
                 flow.response = refusal_response(
-                    ErrorShape.OPENAI, Refusal.BLOCKED_HOST,
+                    ErrorShape.OPENAI,
+                    Refusal.BLOCKED_HOST,
                     f"{flow.request.pretty_host} is not an LLM provider this proxy serves",
                 )
             return
         flow.metadata[keys.PROVIDER] = provider.name
         if by_sni is not by_host:
-            self._refuse(flow, Refusal.MISDIRECTED, provider.error_shape,
-                         f"Host {flow.request.pretty_host!r} does not match the TLS server name {sni!r}")
+            self._refuse(
+                flow,
+                Refusal.MISDIRECTED,
+                provider.error_shape,
+                f"Host {flow.request.pretty_host!r} does not match the TLS server name {sni!r}",
+            )
         elif flow.request.scheme != "https":
-            self._refuse(flow, Refusal.NOT_HTTPS, provider.error_shape,
-                         f"use https://{flow.request.pretty_host}: keys never travel in plain HTTP")
+            self._refuse(
+                flow,
+                Refusal.NOT_HTTPS,
+                provider.error_shape,
+                f"use https://{flow.request.pretty_host}: keys never travel in plain HTTP",
+            )
 
     @staticmethod
     def _refuse(flow: http.HTTPFlow, refusal: Refusal, shape: ErrorShape, message: str) -> None:

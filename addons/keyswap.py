@@ -33,7 +33,8 @@ class KeySwap:
         if resolved.keyring is None:
             flow.metadata[keys.REFUSED] = Refusal.NO_PROVIDER_KEY.value
             flow.response = refusal_response(
-                provider.error_shape, Refusal.NO_PROVIDER_KEY,
+                provider.error_shape,
+                Refusal.NO_PROVIDER_KEY,
                 f"no real key for provider {provider.name!r}: {resolved.missing_key}",
             )
             return

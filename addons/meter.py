@@ -32,14 +32,17 @@ class _Tap:
 
     __slots__ = ("flow", "meter", "scrubber")
 
-    def __init__(self, flow: http.HTTPFlow, meter: usage_lib.StreamMeter, scrubber: Scrubber) -> None:
+    def __init__(
+        self, flow: http.HTTPFlow, meter: usage_lib.StreamMeter, scrubber: Scrubber
+    ) -> None:
         self.flow = flow
         self.meter = meter
         self.scrubber = scrubber
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if not data:  # end of the answer
-            return self.meter.finish()
+            tail: bytes = self.meter.finish()
+            return tail
         metadata = self.flow.metadata
         if FIRST_BYTE not in metadata:
             metadata[FIRST_BYTE] = time.time()

@@ -43,7 +43,9 @@ class Provider:
     default_carrier: Carrier = Carrier.BEARER
     carriers: frozenset[Carrier] = frozenset({Carrier.BEARER})  # accepted upstream
     error_shape: ErrorShape = ErrorShape.OPENAI
-    key_env: tuple[str, ...] = ()  # the SDK's own key variable(s), set to the master key by `lmk env`
+    key_env: tuple[
+        str, ...
+    ] = ()  # the SDK's own key variable(s), set to the master key by `lmk env`
     legacy: str | None = None  # why a provider is kept though no longer served
     extra_headers: Mapping[str, str] = field(default_factory=dict)
 

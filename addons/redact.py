@@ -62,7 +62,8 @@ def install_web_scrubber(state: GatewayState) -> bool:
         write(self, state.scrubber.same_length(chunk))
 
     def scrubbed_dumps(message: Any) -> bytes:
-        return state.scrubber.same_length(dumps(message))
+        clean: bytes = state.scrubber.same_length(dumps(message))
+        return clean
 
     scrubbed_write._lmk_scrubbed = True  # type: ignore[attr-defined]
     app.RequestHandler.write = scrubbed_write

@@ -40,7 +40,9 @@ class Banner:
             lines.append(f"  config:    {settings.path}")
             lines.append(f"  providers: {', '.join(ready) or 'none has a real key yet'}")
             lines.append(f"  CA:        {settings.certs_dir / 'mitmproxy-ca-cert.pem'}")
-        lines.append("  clients:   eval \"$(lmk env NAME --key lmk_...)\"  (or source llamakey_local.env)")
+        lines.append(
+            '  clients:   eval "$(lmk env NAME --key lmk_...)"  (or source llamakey_local.env)'
+        )
         if self.web_url:
             lines.append(f"  mitmweb:   {self.web_url}")
         print("\n".join(lines), file=sys.stderr, flush=True)
@@ -66,8 +68,11 @@ async def run(config_path: Path, sets: Sequence[str], *, web: bool = False) -> i
         m: master.Master = WebMaster(opts, with_termlog=True)
         token = secrets.token_urlsafe(18)
         opts.update(
-            web_host=proxy.web_host, web_port=proxy.web_port, web_open_browser=False,
-            web_password=token, web_columns=["method", "path", "status", "size", "time", "comment"],
+            web_host=proxy.web_host,
+            web_port=proxy.web_port,
+            web_open_browser=False,
+            web_password=token,
+            web_columns=["method", "path", "status", "size", "time", "comment"],
         )
         web_url = f"http://{proxy.web_host}:{proxy.web_port}/?token={token}"
     else:

@@ -7,13 +7,12 @@ never a silent 0. The result also shows in mitmweb's comment column.
 
 from __future__ import annotations
 
-from mitmproxy import http
-
 from llamakey import meter
 from llamakey import state as keys
 from llamakey.pricing import PriceOverride, cost_usd
 from llamakey.state import GatewayState
 from llamakey.usage import Usage
+from mitmproxy import http
 
 COST = "lmk.cost_usd"
 
@@ -31,8 +30,12 @@ class Settle:
         prices = settings.file.prices if settings else {}
         if prices is not self._overrides_from:  # rebuilt only when the config was reloaded
             self._overrides = {
-                model: PriceOverride(p.input_per_mtok, p.output_per_mtok,
-                                     p.cache_read_per_mtok, p.cache_write_per_mtok)
+                model: PriceOverride(
+                    p.input_per_mtok,
+                    p.output_per_mtok,
+                    p.cache_read_per_mtok,
+                    p.cache_write_per_mtok,
+                )
                 for model, p in prices.items()
             }
             self._overrides_from = prices
@@ -49,8 +52,12 @@ class Settle:
         usage.provider_cost_usd = None
         cost = cost_usd(flow.metadata[keys.PROVIDER], model, usage, overrides=self.overrides())
         flow.metadata[COST] = float(cost) if cost is not None else None
-        tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0) + \
-            (usage.cache_read_tokens or 0) + (usage.cache_write_tokens or 0)
+        tokens = (
+            (usage.input_tokens or 0)
+            + (usage.output_tokens or 0)
+            + (usage.cache_read_tokens or 0)
+            + (usage.cache_write_tokens or 0)
+        )
         price = f"${cost:.6f}" if cost is not None else "unpriced"
         flow.comment = f"{flow.metadata.get(keys.USER)} | {model} | {tokens} tokens | {price}"
 

@@ -1,4 +1,4 @@
-"""Fixtures: a mock provider upstream (the only thing replaced), and real gateways in front of it."""
+"""Fixtures: a mock provider upstream (the only thing replaced), and real gateways before it."""
 
 from __future__ import annotations
 

@@ -29,13 +29,19 @@ def own_gateway(tmp_path: Path, mock: MockUpstream) -> Iterator[Gateway]:
     gw.stop()
 
 
-def chat(http: httpx.Client, gateway: Gateway, model: str = "gpt-4o-mini", **headers: str) -> httpx.Response:
-    return http.post("https://api.openai.com/v1/chat/completions",
-                     json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
-                     headers={"authorization": f"Bearer {gateway.keys['alice']}", **headers})
+def chat(
+    http: httpx.Client, gateway: Gateway, model: str = "gpt-4o-mini", **headers: str
+) -> httpx.Response:
+    return http.post(
+        "https://api.openai.com/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"authorization": f"Bearer {gateway.keys['alice']}", **headers},
+    )
 
 
-def test_unwritable_audit_log_refuses_with_503_and_recovers(own_gateway: Gateway, mock: MockUpstream) -> None:
+def test_unwritable_audit_log_refuses_with_503_and_recovers(
+    own_gateway: Gateway, mock: MockUpstream
+) -> None:
     with client(own_gateway) as http:
         assert chat(http, own_gateway).status_code == 200  # the database exists now
         locker = sqlite3.connect(own_gateway.audit_db, timeout=0.1)
@@ -55,8 +61,9 @@ def test_unwritable_audit_log_refuses_with_503_and_recovers(own_gateway: Gateway
             time.sleep(0.2)
 
 
-def test_kill_9_under_load_leaves_a_row_for_every_request_upstream(own_gateway: Gateway,
-                                                                     mock: MockUpstream) -> None:
+def test_kill_9_under_load_leaves_a_row_for_every_request_upstream(
+    own_gateway: Gateway, mock: MockUpstream
+) -> None:
     mock.clear()
     errors: list[BaseException] = []
 
@@ -81,11 +88,15 @@ def test_kill_9_under_load_leaves_a_row_for_every_request_upstream(own_gateway: 
     upstream = {json.loads(s.body)["model"] for s in mock.seen}
     audited = {r["model"] for r in rows(own_gateway.audit_db)}
     assert len(upstream) >= 60
-    assert upstream <= audited, f"requests served without an audit row: {sorted(upstream - audited)[:5]}"
+    assert upstream <= audited, (
+        f"requests served without an audit row: {sorted(upstream - audited)[:5]}"
+    )
     assert errors, "the kill happened after all requests had finished"
 
 
-def test_audit_verify_names_the_altered_and_the_deleted_row(own_gateway: Gateway, tmp_path: Path) -> None:
+def test_audit_verify_names_the_altered_and_the_deleted_row(
+    own_gateway: Gateway, tmp_path: Path
+) -> None:
     with client(own_gateway) as http:
         for n in range(5):
             assert chat(http, own_gateway, model=f"verify-{n}").status_code == 200

@@ -17,7 +17,8 @@ from tests.mock_upstream import MockUpstream
 SDK_CALLS = {
     "openai": """
 from openai import OpenAI
-r = OpenAI().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+r = OpenAI().chat.completions.create(model="gpt-4o-mini",
+                                     messages=[{"role": "user", "content": "hi"}])
 print(r.choices[0].message.content)
 """,
     "anthropic": """
@@ -211,7 +212,8 @@ import time, json
 from openai import OpenAI
 times = []
 stream = OpenAI().chat.completions.create(model="gpt-4o-mini", stream=True,
-    messages=[{"role": "user", "content": "hi"}], extra_headers={"x-mock-chunks": "8", "x-mock-chunk-delay": "0.2"})
+    messages=[{"role": "user", "content": "hi"}],
+    extra_headers={"x-mock-chunks": "8", "x-mock-chunk-delay": "0.2"})
 for chunk in stream:
     times.append(time.monotonic())  # CLOCK_MONOTONIC: the same clock as the mock's
 print(json.dumps({"id": stream.response.headers["x-mock-request-id"], "times": times}))

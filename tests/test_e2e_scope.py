@@ -48,15 +48,22 @@ def origin() -> Iterator[tuple[int, trustme.CA]]:
     server.shutdown()
 
 
-def connect_through(proxy_port: int, host: str, port: int, context: ssl.SSLContext,
-                    proxy_auth: str | None = None) -> http.client.HTTPSConnection:
+def connect_through(
+    proxy_port: int, host: str, port: int, context: ssl.SSLContext, proxy_auth: str | None = None
+) -> http.client.HTTPSConnection:
     conn = http.client.HTTPSConnection("127.0.0.1", proxy_port, context=context, timeout=10)
-    headers = {"Proxy-Authorization": f"Basic {base64.b64encode(proxy_auth.encode()).decode()}"} if proxy_auth else None
+    headers = (
+        {"Proxy-Authorization": f"Basic {base64.b64encode(proxy_auth.encode()).decode()}"}
+        if proxy_auth
+        else None
+    )
     conn.set_tunnel(host, port, headers=headers)
     return conn
 
 
-def test_non_provider_https_is_tunneled_untouched(gateway: Gateway, origin: tuple[int, trustme.CA]) -> None:
+def test_non_provider_https_is_tunneled_untouched(
+    gateway: Gateway, origin: tuple[int, trustme.CA]
+) -> None:
     port, ca = origin
     context = ssl.create_default_context()
     ca.configure_trust(context)  # trusts only the origin's CA: our proxy's CA would fail here
@@ -69,7 +76,9 @@ def test_non_provider_https_is_tunneled_untouched(gateway: Gateway, origin: tupl
 
 
 @pytest.fixture(scope="module")
-def blocking_gateway(tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream) -> Iterator[Gateway]:
+def blocking_gateway(
+    tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream
+) -> Iterator[Gateway]:
     gw = make_gateway(tmp_path_factory.mktemp("block"), mock, proxy_table={"other_hosts": "block"})
     gw.start()
     yield gw
@@ -86,8 +95,10 @@ def test_block_mode_refuses_other_hosts_but_serves_providers(
     with pytest.raises(OSError, match="403"):
         conn.request("GET", "/")
     mock.clear()
-    ok = run_client("from openai import OpenAI\nprint(OpenAI().models.list().data[0].id)",
-                    blocking_gateway.client_env("alice"))
+    ok = run_client(
+        "from openai import OpenAI\nprint(OpenAI().models.list().data[0].id)",
+        blocking_gateway.client_env("alice"),
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert mock.seen and mock.seen[0].header("authorization") == f"Bearer {REAL_KEYS['openai']}"
 
@@ -104,15 +115,18 @@ def _trust_gateway(gateway: Gateway) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(gateway.workdir / "certs" / "client-bundle.pem"))
 
 
-def test_proxy_auth_requires_a_master_key_on_connect(auth_gateway: Gateway, mock: MockUpstream) -> None:
+def test_proxy_auth_requires_a_master_key_on_connect(
+    auth_gateway: Gateway, mock: MockUpstream
+) -> None:
     context = _trust_gateway(auth_gateway)
     for credentials in (None, "alice:lmk_" + "w" * 43):
         conn = connect_through(auth_gateway.port, "api.openai.com", 443, context, credentials)
         with pytest.raises(OSError, match="407"):
             conn.request("GET", "/v1/models")
     mock.clear()
-    conn = connect_through(auth_gateway.port, "api.openai.com", 443, context,
-                           f"alice:{auth_gateway.keys['alice']}")
+    conn = connect_through(
+        auth_gateway.port, "api.openai.com", 443, context, f"alice:{auth_gateway.keys['alice']}"
+    )
     # The SDK's own key may be anything: the tunnel's proxy credentials identify alice.
     conn.request("GET", "/v1/models", headers={"Authorization": "Bearer placeholder"})
     response = conn.getresponse()
@@ -125,7 +139,9 @@ def test_sdk_with_proxy_credentials_from_lmk_env(auth_gateway: Gateway, mock: Mo
     env = auth_gateway.client_env("bob")
     assert f"bob:{auth_gateway.keys['bob']}@" in env["HTTPS_PROXY"]
     mock.clear()
-    result = run_client("import anthropic\nprint(anthropic.Anthropic().models.list().data[0].id)", env)
+    result = run_client(
+        "import anthropic\nprint(anthropic.Anthropic().models.list().data[0].id)", env
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert mock.seen
 
@@ -136,10 +152,14 @@ def test_leaf_for_non_provider_from_our_ca_fails_verification(gateway: Gateway) 
     for host in ("example.com", "api.openai.com"):
         entry = store.get_cert(host, [x509.DNSName(host)])
         leaf = gateway.workdir / f"{host}.pem"
-        leaf.write_bytes(entry.cert.to_pem() + entry.privatekey.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ))
+        leaf.write_bytes(
+            entry.cert.to_pem()
+            + entry.privatekey.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         ok = _handshake(leaf, gateway.workdir / "certs" / "mitmproxy-ca-cert.pem", host)
         assert ok == (host == "api.openai.com"), host
 
@@ -164,8 +184,10 @@ def _handshake(leaf: Path, ca_file: Path, host: str) -> bool:
     thread = threading.Thread(target=serve)
     thread.start()
     try:
-        with socket.create_connection(("127.0.0.1", port)) as raw, \
-                client_ctx.wrap_socket(raw, server_hostname=host):
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            client_ctx.wrap_socket(raw, server_hostname=host),
+        ):
             result.append(True)
     except ssl.SSLCertVerificationError as error:
         assert "subtree" in str(error) or "certificate verify failed" in str(error)

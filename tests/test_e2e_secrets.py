@@ -58,8 +58,13 @@ def secrets_in(blob: bytes, gateway: Gateway) -> list[str]:
 @pytest.fixture(scope="module")
 def web_gateway(tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("web")
-    gw = make_gateway(tmp, mock, command="web", proxy_table={"web_port": free_port()},
-                      extra_args=("--save", str(tmp / "saved.flows")))
+    gw = make_gateway(
+        tmp,
+        mock,
+        command="web",
+        proxy_table={"web_port": free_port()},
+        extra_args=("--save", str(tmp / "saved.flows")),
+    )
     gw.start()
     yield gw
     gw.stop()
@@ -81,7 +86,9 @@ def _get(url: str, token: str) -> bytes:
         return data
 
 
-def test_mitmweb_saved_flows_and_logs_hold_no_secret(web_gateway: Gateway, mock: MockUpstream) -> None:
+def test_mitmweb_saved_flows_and_logs_hold_no_secret(
+    web_gateway: Gateway, mock: MockUpstream
+) -> None:
     base, token = _web(web_gateway)
     with pytest.raises(urllib.error.HTTPError, match="403"):
         urllib.request.urlopen(f"{base}/flows", timeout=10)  # the UI needs its token
@@ -109,9 +116,13 @@ def test_mitmweb_saved_flows_and_logs_hold_no_secret(web_gateway: Gateway, mock:
     web_gateway.stop()
     saved = (web_gateway.workdir / "saved.flows").read_bytes()
     assert saved, "lmk web --save wrote nothing"
-    for name, blob in [("in flight", b"".join(seen_in_flight)), ("/flows", flows),
-                       ("/flows/dump", dump), ("saved flows", saved),
-                       ("proxy log", web_gateway.log.read_bytes())]:
+    for name, blob in [
+        ("in flight", b"".join(seen_in_flight)),
+        ("/flows", flows),
+        ("/flows/dump", dump),
+        ("saved flows", saved),
+        ("proxy log", web_gateway.log.read_bytes()),
+    ]:
         assert secrets_in(blob, web_gateway) == [], name
     assert mock.seen  # the calls did reach the provider
 
@@ -122,10 +133,24 @@ def test_plain_mitmdump_with_entry_script(tmp_path: Path, mock: MockUpstream) ->
     log = tmp_path / "mitmdump.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(VENV_BIN / "mitmdump"), "-s", str(REPO / "addons" / "entry.py"),
-             "--set", f"lmk_config={gw.config}", "--set", f"confdir={tmp_path / 'certs'}",
-             "--listen-host", "127.0.0.1", "-p", str(port), "-w", str(tmp_path / "flows")],
-            stdout=out, stderr=subprocess.STDOUT, env=gw.environment(),
+            [
+                str(VENV_BIN / "mitmdump"),
+                "-s",
+                str(REPO / "addons" / "entry.py"),
+                "--set",
+                f"lmk_config={gw.config}",
+                "--set",
+                f"confdir={tmp_path / 'certs'}",
+                "--listen-host",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                str(tmp_path / "flows"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=gw.environment(),
         )
     try:
         deadline = time.monotonic() + 30
@@ -136,7 +161,9 @@ def test_plain_mitmdump_with_entry_script(tmp_path: Path, mock: MockUpstream) ->
         env = gw.client_env("alice")
         env["HTTPS_PROXY"] = env["https_proxy"] = f"http://127.0.0.1:{port}"
         mock.clear()
-        result = run_client("from openai import OpenAI\nprint(OpenAI().models.list().data[0].id)", env)
+        result = run_client(
+            "from openai import OpenAI\nprint(OpenAI().models.list().data[0].id)", env
+        )
         assert result.returncode == 0, result.stderr[-2000:] + log.read_text()
         assert mock.seen[0].header("authorization") == f"Bearer {REAL_KEYS['openai']}"
     finally:
