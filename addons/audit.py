@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mitmproxy import http
+
 from llamakey import meter, settle
 from llamakey import state as keys
 from llamakey.auditdb import AuditUnavailable, AuditWriter, format_ts
-from llamakey.errors import STATUS, Refusal, refusal_response
+from llamakey.errors import STATUS, Refusal, refuse
 from llamakey.state import GatewayState
-from mitmproxy import http
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
@@ -137,8 +138,8 @@ class Audit:
             log.error("Request refused, the audit log cannot be written: %s", error)
             resolved = self.state.provider_of(flow)
             assert resolved is not None
-            flow.metadata[keys.REFUSED] = Refusal.AUDIT_UNAVAILABLE.value
-            flow.response = refusal_response(
+            refuse(
+                flow,
                 resolved.provider.error_shape,
                 Refusal.AUDIT_UNAVAILABLE,
                 "the audit log cannot be written; the request was not sent, retry shortly",

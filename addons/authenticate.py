@@ -16,13 +16,14 @@ import hmac
 import weakref
 from datetime import UTC, datetime
 
+from mitmproxy import connection, http
+
 from llamakey import credentials
 from llamakey import state as keys
 from llamakey.config import User
-from llamakey.errors import Refusal, proxy_auth_required, refusal_response
+from llamakey.errors import Refusal, proxy_auth_required, refuse
 from llamakey.providers import Carrier
 from llamakey.state import GatewayState
-from mitmproxy import connection, http
 
 
 class Authenticate:
@@ -90,8 +91,7 @@ class Authenticate:
             flow.metadata[keys.USER] = user.name
             flow.metadata[keys.GROUPS] = list(user.groups)
             return
-        flow.metadata[keys.REFUSED] = refusal.value
-        flow.response = refusal_response(shape, refusal, message)
+        refuse(flow, shape, refusal, message)
 
     def _identify(self, flow: http.HTTPFlow) -> tuple[User | None, str, list[Carrier]]:
         """Find the master key; put a marker in place of every presented credential."""

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import tomlkit
+
 from llamakey import ca, config, credentials
 from llamakey.providers import BUILTIN_PROVIDERS
 

@@ -18,6 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from llamakey.credentials import HF_PREFIX, MASTER_PREFIX
 from llamakey.providers import (
     BUILTIN_PROVIDERS,
@@ -26,7 +28,6 @@ from llamakey.providers import (
     Provider,
     ProviderIndex,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_CONFIG_NAME = "lmk_config.toml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

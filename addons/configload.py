@@ -13,10 +13,11 @@ import logging
 from pathlib import Path
 
 import certifi
-from llamakey import ca, config
-from llamakey.state import GatewayState
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
+
+from llamakey import ca, config
+from llamakey.state import GatewayState
 
 log = logging.getLogger(__name__)
 RELOAD_POLL_SECONDS = 1.0

@@ -15,8 +15,9 @@ import secrets
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
-from llamakey.providers import Carrier
 from mitmproxy import http
+
+from llamakey.providers import Carrier
 
 MASTER_PREFIX = "lmk_"
 HF_PREFIX = "hf_"

@@ -11,8 +11,11 @@ import json
 import uuid
 from enum import StrEnum
 
-from llamakey.providers import ErrorShape
 from mitmproxy import http
+
+from llamakey.providers import ErrorShape
+
+REFUSED = "lmk.refused"  # flow.metadata: the Refusal value when the gateway answered itself
 
 
 class Refusal(StrEnum):
@@ -91,6 +94,12 @@ def refusal_response(shape: ErrorShape, refusal: Refusal, message: str) -> http.
     if refusal is Refusal.AUDIT_UNAVAILABLE:
         headers["retry-after"] = "2"
     return http.Response.make(status, body, headers)
+
+
+def refuse(flow: http.HTTPFlow, shape: ErrorShape, refusal: Refusal, message: str) -> None:
+    """Answer `flow` ourselves: nothing goes upstream, and the audit log names the rule."""
+    flow.metadata[REFUSED] = refusal.value
+    flow.response = refusal_response(shape, refusal, message)
 
 
 def proxy_auth_required(message: str) -> http.Response:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import weakref
 
-from llamakey import state as keys
-from llamakey.errors import Refusal, refusal_response
-from llamakey.providers import ErrorShape
-from llamakey.state import GatewayState
 from mitmproxy import connection, http
 from mitmproxy.proxy import server_hooks
+
+from llamakey import state as keys
+from llamakey.errors import Refusal, refuse
+from llamakey.providers import ErrorShape
+from llamakey.state import GatewayState
 
 
 class IdentifyProvider:
@@ -75,8 +76,8 @@ class IdentifyProvider:
         provider = by_sni or by_host
         if provider is None:
             if self._blocking():
-                flow.metadata[keys.REFUSED] = Refusal.BLOCKED_HOST.value
-                flow.response = refusal_response(
+                refuse(
+                    flow,
                     ErrorShape.OPENAI,
                     Refusal.BLOCKED_HOST,
                     f"{flow.request.pretty_host} is not an LLM provider this proxy serves",
@@ -84,21 +85,16 @@ class IdentifyProvider:
             return
         flow.metadata[keys.PROVIDER] = provider.name
         if by_sni is not by_host:
-            self._refuse(
+            refuse(
                 flow,
-                Refusal.MISDIRECTED,
                 provider.error_shape,
+                Refusal.MISDIRECTED,
                 f"Host {flow.request.pretty_host!r} does not match the TLS server name {sni!r}",
             )
         elif flow.request.scheme != "https":
-            self._refuse(
+            refuse(
                 flow,
-                Refusal.NOT_HTTPS,
                 provider.error_shape,
+                Refusal.NOT_HTTPS,
                 f"use https://{flow.request.pretty_host}: keys never travel in plain HTTP",
             )
-
-    @staticmethod
-    def _refuse(flow: http.HTTPFlow, refusal: Refusal, shape: ErrorShape, message: str) -> None:
-        flow.metadata[keys.REFUSED] = refusal.value
-        flow.response = refusal_response(shape, refusal, message)

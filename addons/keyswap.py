@@ -8,12 +8,13 @@ back in an error body is scrubbed before the client sees it.
 
 from __future__ import annotations
 
+from mitmproxy import http
+
 from llamakey import credentials
 from llamakey import state as keys
-from llamakey.errors import Refusal, refusal_response
+from llamakey.errors import Refusal, refuse
 from llamakey.providers import Carrier
 from llamakey.state import GatewayState
-from mitmproxy import http
 
 
 class KeySwap:
@@ -31,8 +32,8 @@ class KeySwap:
             return
         provider = resolved.provider
         if resolved.keyring is None:
-            flow.metadata[keys.REFUSED] = Refusal.NO_PROVIDER_KEY.value
-            flow.response = refusal_response(
+            refuse(
+                flow,
                 provider.error_shape,
                 Refusal.NO_PROVIDER_KEY,
                 f"no real key for provider {provider.name!r}: {resolved.missing_key}",

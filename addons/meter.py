@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 
+from mitmproxy import http
+
 from llamakey import state as keys
 from llamakey import usage as usage_lib
 from llamakey.credentials import Scrubber
 from llamakey.state import GatewayState
-from mitmproxy import http
 
 FLAVOR = "lmk.flavor"
 MODEL = "lmk.model"

@@ -16,6 +16,7 @@ from functools import lru_cache
 from genai_prices import Usage as PriceUsage
 from genai_prices import types as gp
 from genai_prices.data_snapshot import get_snapshot
+
 from llamakey.usage import Usage
 
 __all__ = ["GENAI_PRICES_PROVIDERS", "PriceOverride", "cost_usd"]

@@ -14,9 +14,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from mitmproxy import http
+
 from llamakey import state as keys
 from llamakey.state import GatewayState
-from mitmproxy import http
 
 _installed_for: list[GatewayState] = []
 

@@ -13,11 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mitmproxy import exceptions, hooks, master, options
+from mitmproxy.tools.dump import DumpMaster
+
 from llamakey import config
 from llamakey.gateway import gateway_addons
 from llamakey.state import GatewayState
-from mitmproxy import exceptions, hooks, master, options
-from mitmproxy.tools.dump import DumpMaster
 
 
 class Banner:

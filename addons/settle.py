@@ -7,12 +7,13 @@ never a silent 0. The result also shows in mitmweb's comment column.
 
 from __future__ import annotations
 
+from mitmproxy import http
+
 from llamakey import meter
 from llamakey import state as keys
 from llamakey.pricing import PriceOverride, cost_usd
 from llamakey.state import GatewayState
 from llamakey.usage import Usage
-from mitmproxy import http
 
 COST = "lmk.cost_usd"
 

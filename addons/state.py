@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mitmproxy import http
+
+from llamakey import errors
 from llamakey.config import ResolvedProvider, Settings
 from llamakey.credentials import Scrubber
-from mitmproxy import http
 
 # flow.metadata keys (values stay tnetstring-serialisable: saved flows carry them).
 PROVIDER = "lmk.provider"  # provider name, set for every flow to a provider host
@@ -14,7 +16,7 @@ USER = "lmk.user"  # user name once authenticated
 GROUPS = "lmk.groups"  # list of group names
 MARKER = "lmk.marker"  # what stands in for the credential wherever the flow is shown
 CARRIERS = "lmk.carriers"  # where the client put its credential (Carrier values)
-REFUSED = "lmk.refused"  # Refusal value when the gateway answered itself
+REFUSED = errors.REFUSED  # Refusal value when the gateway answered itself
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from llamakey.auditdb import (
     GENESIS_HASH,
     REPORT_COLUMNS,

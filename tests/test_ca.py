@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from mitmproxy import certs
+
 from llamakey import ca
 from llamakey.ca import (
     CAError,
@@ -30,7 +32,6 @@ from llamakey.ca import (
     uncovered_hosts,
     write_client_bundle,
 )
-from mitmproxy import certs
 
 HOSTS = [
     "api.openai.com",

@@ -11,6 +11,7 @@ from typing import Any
 
 import genai_prices
 import pytest
+
 from llamakey import pricing
 from llamakey.pricing import PriceOverride, cost_usd
 from llamakey.usage import Usage, usage_from_body

@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mitmproxy import connection, flow, hooks, http, io
+from mitmproxy.addons import onboarding
+from mitmproxy.proxy.layers.http import _hooks as http_hooks
+from mitmproxy.test import taddons, tflow
+
 from llamakey import config, credentials, redact
 from llamakey import state as keys
 from llamakey.authenticate import Authenticate
@@ -30,10 +35,6 @@ from llamakey.identify import IdentifyProvider
 from llamakey.keyswap import KeySwap
 from llamakey.providers import BUILTIN_PROVIDERS, Carrier, ErrorShape, ProviderIndex
 from llamakey.state import GatewayState
-from mitmproxy import connection, flow, hooks, http, io
-from mitmproxy.addons import onboarding
-from mitmproxy.proxy.layers.http import _hooks as http_hooks
-from mitmproxy.test import taddons, tflow
 
 # Fake real provider keys (what the provider must get, and what must never leak).
 REAL = {

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
 from llamakey import ca, config
 from llamakey.cli import main
 from llamakey.providers import BUILTIN_PROVIDERS

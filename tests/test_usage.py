@@ -11,6 +11,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
+
 from llamakey import usage as usage_mod
 from llamakey.usage import (
     StreamMeter,
