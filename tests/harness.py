@@ -62,6 +62,7 @@ class Gateway:
     upstream: tuple[str, int]
     upstream_ca: Path
     proxy_table: Mapping[str, object] = field(default_factory=dict)
+    audit_table: Mapping[str, object] = field(default_factory=dict)
     providers_without_keys: Iterable[str] = ()
     extra_toml: str = ""
     command: str = "serve"
@@ -92,7 +93,9 @@ class Gateway:
         ]
         for key, value in self.proxy_table.items():
             lines.append(f"{key} = {_toml(value)}")
-        lines += ["", "[audit]", 'path = "audit.db"', ""]
+        lines += ["", "[audit]", 'path = "audit.db"']
+        lines += [f"{key} = {_toml(value)}" for key, value in self.audit_table.items()]
+        lines.append("")
         skip = set(self.providers_without_keys)
         for name in REAL_KEYS:
             lines.append(f"[providers.{name}]")

@@ -121,3 +121,32 @@ def test_audit_verify_names_the_altered_and_the_deleted_row(
     result = run_lmk(own_gateway.config, "audit", "verify")
     assert result.returncode == 1 and "deleted" in result.stdout
     assert following in result.stdout
+
+
+def test_bodies_logged_with_credentials_redacted(tmp_path: Path, mock: MockUpstream) -> None:
+    gw = make_gateway(tmp_path, mock, audit_table={"log_bodies": True})
+    gw.start()
+    try:
+        with client(gw) as http:
+            response = http.post(
+                "https://api.openai.com/v1/chat/completions",
+                json={
+                    "model": "gpt-4o-mini",
+                    "api_key": "sk-pasted-into-the-body-0123456789",
+                    "messages": [{"role": "user", "content": f"my key is {gw.keys['bob']}"}],
+                },
+                headers={"authorization": f"Bearer {gw.keys['alice']}"},
+            )
+        assert response.status_code == 200
+        time.sleep(0.5)
+    finally:
+        gw.stop()
+    with sqlite3.connect(gw.audit_db) as conn:
+        [(request_body, response_body)] = conn.execute(
+            "select request_body, response_body from bodies"
+        )
+    sent = json.loads(request_body)
+    assert sent["api_key"] == "[redacted]"
+    assert sent["model"] == "gpt-4o-mini"
+    assert gw.keys["bob"] not in request_body and "lmk_..." in request_body
+    assert "Hello" in response_body
