@@ -70,8 +70,10 @@ class Audit:
             if self.writer is not None:
                 self.writer.close()
             self._path = settings.audit_path
+            # No waiting for stragglers (it would add to every request's latency): requests
+            # that queue while one commit runs share the next.
             self.writer = AuditWriter(
-                settings.audit_path, log_bodies=settings.file.audit.log_bodies
+                settings.audit_path, group_commit_ms=0.0, log_bodies=settings.file.audit.log_bodies
             )
             try:
                 self.writer.start()
