@@ -25,7 +25,42 @@ RESPONSE_BYTES = "lmk.response_bytes"  # bytes of a streamed answer (its body is
 DISCONNECTED = "lmk.client_disconnected"
 INJECTED_USAGE = "lmk.injected_stream_usage"
 
-_STREAMING_TYPES = ("text/event-stream", "application/x-ndjson", "application/jsonl")
+_STREAMING_TYPES = (
+    "text/event-stream",
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/stream+json",
+    "application/grpc",  # xAI's SDK: forwarded unbuffered (not metered yet)
+)
+BODY_COPY_LIMIT = 4 * 1024 * 1024  # a chunked plain answer is copied up to this for its usage
+
+
+class _BodyCopy:
+    """Meters a plain (non-event) answer that arrives chunked: forwards each chunk at once and
+    keeps a bounded copy, so the usage can be read from the whole body at the end."""
+
+    __slots__ = ("body", "flavor", "provider")
+
+    def __init__(self, provider: str, flavor: str) -> None:
+        self.provider = provider
+        self.flavor = flavor
+        self.body = bytearray()
+
+    def feed(self, chunk: bytes) -> bytes:
+        if len(self.body) + len(chunk) <= BODY_COPY_LIMIT:
+            self.body += chunk
+        return chunk
+
+    def finish(self) -> bytes:
+        return b""
+
+    @property
+    def usage(self) -> usage_lib.Usage:
+        found = usage_lib.usage_from_body(self.provider, self.flavor, bytes(self.body))
+        return found if found is not None else usage_lib.Usage()
+
+
+type _Metering = usage_lib.StreamMeter | _BodyCopy
 
 
 class _Tap:
@@ -33,9 +68,7 @@ class _Tap:
 
     __slots__ = ("flow", "meter", "scrubber")
 
-    def __init__(
-        self, flow: http.HTTPFlow, meter: usage_lib.StreamMeter, scrubber: Scrubber
-    ) -> None:
+    def __init__(self, flow: http.HTTPFlow, meter: _Metering, scrubber: Scrubber) -> None:
         self.flow = flow
         self.meter = meter
         self.scrubber = scrubber
@@ -60,7 +93,7 @@ class Meter:
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self._meters: dict[str, usage_lib.StreamMeter] = {}
+        self._meters: dict[str, _Metering] = {}
 
     def request(self, flow: http.HTTPFlow) -> None:
         resolved = self.state.provider_of(flow)
@@ -83,17 +116,21 @@ class Meter:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if FLAVOR not in flow.metadata or flow.response is None:
             return
-        content_type = flow.response.headers.get("content-type", "")
-        if content_type.startswith(_STREAMING_TYPES) or (
-            flow.metadata.get(STREAM) and "content-length" not in flow.response.headers
-        ):
+        headers = flow.response.headers
+        events = headers.get("content-type", "").startswith(_STREAMING_TYPES)
+        if not events and not flow.metadata.get(STREAM) and "content-length" in headers:
+            return  # a plain answer of known size: read whole in `response`
+        # Anything else passes through as it arrives: event streams, and chunked bodies.
+        provider, flavor = flow.metadata[keys.PROVIDER], flow.metadata[FLAVOR]
+        meter: _Metering
+        if events or flow.metadata.get(STREAM):
             meter = usage_lib.StreamMeter(
-                flow.metadata[keys.PROVIDER],
-                flow.metadata[FLAVOR],
-                drop_usage_only_chunk=bool(flow.metadata.get(INJECTED_USAGE)),
+                provider, flavor, drop_usage_only_chunk=bool(flow.metadata.get(INJECTED_USAGE))
             )
-            self._meters[flow.id] = meter
-            flow.response.stream = _Tap(flow, meter, self.state.scrubber)
+        else:
+            meter = _BodyCopy(provider, flavor)
+        self._meters[flow.id] = meter
+        flow.response.stream = _Tap(flow, meter, self.state.scrubber)
 
     def response(self, flow: http.HTTPFlow) -> None:
         if FLAVOR not in flow.metadata or flow.response is None:
