@@ -74,6 +74,9 @@ def prepare(settings: config.Settings) -> dict[str, object]:
         "allow_hosts": [settings.index.allow_hosts_regex()],
         "ssl_verify_upstream_trusted_ca": _upstream_bundle(settings) or None,
         "onboarding": False,  # clients get our CA from `lmk env`, not from mitm.it
+        # Dial a provider only once a request has passed our checks: an unauthenticated
+        # client never makes the proxy open a connection upstream.
+        "connection_strategy": "lazy",
         # Copying the real certificate's names into ours could add a name outside the CA's
         # constraints (a wildcard, say), and clients would then refuse the whole certificate.
         "upstream_cert": False,
