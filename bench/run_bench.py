@@ -1038,6 +1038,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=float(os.environ.get("BENCH_WAIT_QUIET", 10)),
                    help="before each round, wait up to this many seconds for other processes "
                    "to use < 25%% of the machine (0: don't wait)")
+    p.add_argument("--readme", action="store_true",
+                   help="put this run's tables into bench/README.md (between its markers)")
     p.add_argument("--base-port", type=int, default=int(os.environ.get("BENCH_BASE_PORT", 18440)))
     a = p.parse_args(argv)
     if a.quick:
@@ -1049,6 +1051,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     a.workloads = [s.strip() for s in a.workloads.split(",") if s.strip()]
     return a
+
+
+README_START = "<!-- results:start (written by run_bench.py --readme) -->"
+README_END = "<!-- results:end -->"
+
+
+def update_readme(md: str) -> None:
+    """Replace the tables between the markers in bench/README.md."""
+    readme = BENCH / "README.md"
+    text = readme.read_text()
+    head, sep, rest = text.partition(README_START)
+    _, sep2, tail = rest.partition(README_END)
+    if not sep or not sep2:
+        print("bench: README.md has no results markers; not updated", file=sys.stderr)
+        return
+    readme.write_text(f"{head}{README_START}\n{md}{README_END}{tail}")
 
 
 @contextlib.contextmanager
@@ -1090,6 +1108,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=1, default=str))
     (BENCH / "results" / f"{b.stamp}.md").write_text(md)
     (b.work / "loadgen.log.tmp").unlink(missing_ok=True)
+    if args.readme:
+        update_readme(md)
     print()
     print(md)
     print(f"bench: wrote {out} and {out.with_suffix('.md')} in {time.monotonic() - t0:.0f} s")
