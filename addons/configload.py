@@ -113,7 +113,8 @@ class ConfigLoader:
 
     def _apply(self, settings: config.Settings, options: dict[str, object]) -> None:
         self.state.install(settings)
-        changed = {k: v for k, v in options.items() if getattr(ctx.options, k) != v}
+        known = set(ctx.options.keys())  # a lean master may not load e.g. the onboarding addon
+        changed = {k: v for k, v in options.items() if k in known and getattr(ctx.options, k) != v}
         if changed:
             ctx.options.update(**changed)
 

@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mitmproxy import exceptions, hooks, master, options
-from mitmproxy.tools.dump import DumpMaster
+from mitmproxy.addons import (
+    block,
+    core,
+    errorcheck,
+    next_layer,
+    proxyserver,
+    save,
+    script,
+    tlsconfig,
+)
 
 from llamakey import config
 from llamakey.gateway import gateway_addons
@@ -49,6 +58,28 @@ class Banner:
         print("\n".join(lines), file=sys.stderr, flush=True)
 
 
+class GatewayMaster(master.Master):
+    """mitmdump's engine with only the mitmproxy addons a key gateway uses.
+
+    mitmproxy calls every hook on every addon in the chain, so each builtin we leave out
+    (map-local, stickycookie, server playback, ...: about thirty) is work not done for every
+    request. `mitmdump -s addons/entry.py` keeps them all, for people who want them.
+    """
+
+    def __init__(self, opts: options.Options) -> None:
+        super().__init__(opts, with_termlog=True)
+        self.addons.add(
+            core.Core(),
+            block.Block(),  # refuses clients from public addresses unless told otherwise
+            proxyserver.Proxyserver(),
+            script.ScriptLoader(),  # --set scripts=... still works; ours go right after it
+            next_layer.NextLayer(),
+            save.Save(),  # -w / save_stream_file
+            tlsconfig.TlsConfig(),
+            errorcheck.ErrorCheck(),
+        )
+
+
 def insert_after_scriptloader(m: master.Master, addons: Sequence[object]) -> None:
     """Register addons at the position `-s` scripts take in the chain."""
     chain = m.addons.chain
@@ -77,7 +108,7 @@ async def run(config_path: Path, sets: Sequence[str], *, web: bool = False) -> i
         )
         web_url = f"http://{proxy.web_host}:{proxy.web_port}/?token={token}"
     else:
-        m = DumpMaster(opts, with_termlog=True, with_dumper=False)
+        m = GatewayMaster(opts)
     state = GatewayState()
     ours = gateway_addons(state)
     insert_after_scriptloader(m, ours)
