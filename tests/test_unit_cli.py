@@ -370,3 +370,20 @@ def test_ca_init_creates_certs_with_private_key_0600(
     capsys.readouterr()
     assert lmk(cfg, "check") == 0
     assert f"CA: {certs} (ok)" in capsys.readouterr().out
+
+
+def test_check_says_when_the_ca_no_longer_fits_the_providers(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert lmk(cfg, "ca", "init") == 0
+    with cfg.open("a") as handle:
+        handle.write('\n[providers.newco]\nhosts = ["api.newco.example"]\n')
+    capsys.readouterr()
+    assert lmk(cfg, "check") == 1
+    out = capsys.readouterr().out
+    assert "does not cover api.newco.example" in out
+    assert "lmk ca init --force" in out
+    assert lmk(cfg, "ca", "init", "--force") == 0
+    capsys.readouterr()
+    assert lmk(cfg, "check") == 0
+    assert "(ok)" in capsys.readouterr().out
