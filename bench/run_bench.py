@@ -471,6 +471,9 @@ class Bench:
     def start_gateway(self, lmk: Path, port: int) -> None:
         d = self.work / "gateway"
         cfg, key = write_gateway_config(d, port, self.mock_port, self.mock_ca)
+        # The gateway runs the working tree (editable install), which moves while others work:
+        # record what it started from, not what HEAD is when the run ends.
+        self.gateway_code = git_describe()
         proc = self.spawn("gateway", [str(lmk), "--config", str(cfg), "serve"])
         wait_port(port, proc, 90)
         ca = d / "certs" / "mitmproxy-ca-cert.pem"
@@ -751,6 +754,17 @@ def summarise_profile(raw: Path, top: int = 25) -> str:
 # --------------------------------------------------------------------------- reporting
 
 
+def git_describe() -> str:
+    """The commit of the work tree, with ``-dirty`` if files differ from it."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=7"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout.strip() or "n/a"
+    except (OSError, subprocess.TimeoutExpired):
+        return "n/a"
+
+
 def machine() -> dict[str, str]:
     """What the numbers came from."""
     cpu = "unknown"
@@ -778,7 +792,7 @@ def machine() -> dict[str, str]:
         "litellm": version([str(LITELLM_VENV / "bin" / "python"), "-c",
                             "import importlib.metadata as m; print(m.version('litellm'))"])
         if LITELLM_VENV.exists() else "not installed",
-        "gateway_commit": version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "gateway_commit": git_describe(),
     }
 
 
@@ -841,6 +855,8 @@ def summarise(b: Bench) -> dict[str, Any]:
             if cell and dr:
                 r[f"{name}_added_p50_vs_direct_ms"] = cell["p50_ms"] - dr["p50_ms"]
                 r[f"{name}_added_p99_vs_direct_ms"] = cell["p99_ms"] - dr["p99_ms"]
+                if cell.get("ttfb_p50_ms") is not None and dr.get("ttfb_p50_ms") is not None:
+                    r[f"{name}_added_ttfb_vs_direct_ms"] = cell["ttfb_p50_ms"] - dr["ttfb_p50_ms"]
                 if cell.get("gap_mean_ms") is not None and dr.get("gap_mean_ms") is not None:
                     r[f"{name}_added_gap_vs_direct_ms"] = cell["gap_mean_ms"] - dr["gap_mean_ms"]
         if gw and ll:
@@ -978,8 +994,9 @@ def markdown(b: Bench, summary: dict[str, Any], info: dict[str, str]) -> str:
               "gateway ÷ LiteLLM req/s | "
               "mitmdump ÷ LiteLLM req/s | added p50 / p99 vs mitmdump ms | "
               "gateway added p50 / p99 vs direct ms | "
-              "mitmdump added p50 / p99 vs direct ms | added chunk gap vs mitmdump / direct ms |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "mitmdump added p50 / p99 vs direct ms | added chunk gap vs mitmdump / direct ms | "
+              "added TTFB p50 vs mitmdump / direct ms |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for wname, r in ratios.items():
         lines.append(
             f"| {wname} | {fmt(r.get('gateway_over_mitmdump_rps'), 2)} | "
@@ -993,7 +1010,9 @@ def markdown(b: Bench, summary: dict[str, Any], info: dict[str, str]) -> str:
             f"{fmt(r.get('mitmdump_added_p50_vs_direct_ms'), 2)} / "
             f"{fmt(r.get('mitmdump_added_p99_vs_direct_ms'), 2)} | "
             f"{fmt(r.get('added_gap_vs_mitmdump_ms'), 2)} / "
-            f"{fmt(r.get('gateway_added_gap_vs_direct_ms'), 2)} |"
+            f"{fmt(r.get('gateway_added_gap_vs_direct_ms'), 2)} | "
+            f"{fmt(r.get('added_ttfb_vs_mitmdump_ms'), 2)} / "
+            f"{fmt(r.get('gateway_added_ttfb_vs_direct_ms'), 2)} |"
         )
     lines += ["", "### Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in summary["targets"]:
@@ -1096,6 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("gateway", "mitmdump"):
                 b.profile(name, w, 12)
     info = machine()
+    info["gateway_commit"] = getattr(b, "gateway_code", info["gateway_commit"])
     summary = summarise(b)
     md = markdown(b, summary, info)
     result = {
