@@ -248,8 +248,15 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
             remaining -= 1
             try:
                 await asyncio.wait_for(c.one(res, ctx), args.timeout)
-            except (OSError, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError,
-                    asyncio.LimitOverrunError, TimeoutError, ValueError) as e:
+            except (
+                OSError,
+                ConnectionError,
+                ssl.SSLError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                TimeoutError,
+                ValueError,
+            ) as e:
                 res.error(type(e).__name__)
                 c.close()
             t_last = time.perf_counter()
@@ -312,8 +319,14 @@ async def run_hold(args: argparse.Namespace) -> dict[str, Any]:
                     # events never do, so this ends the stream.
                     break
             res.ok += 1
-        except (OSError, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError, ValueError) as e:
+        except (
+            OSError,
+            ConnectionError,
+            ssl.SSLError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+        ) as e:
             res.error(type(e).__name__)
         finally:
             c.close()

@@ -145,9 +145,7 @@ def _anthropic_head(model: str) -> bytes:
         "index": 0,
         "content_block": {"type": "text", "text": ""},
     }
-    return _anthropic_event("message_start", start) + _anthropic_event(
-        "content_block_start", block
-    )
+    return _anthropic_event("message_start", start) + _anthropic_event("content_block_start", block)
 
 
 def _anthropic_delta(i: int) -> bytes:

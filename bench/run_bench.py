@@ -150,8 +150,15 @@ class RssSampler:
 class Proc:
     """A child process we started; its output goes to a log file, lines can be awaited."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None,
-                 stdin: bool = False, capture: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        stdin: bool = False,
+        capture: bool = False,
+    ) -> None:
         self.name = name
         self.log = log
         self._logf = log.open("w")
@@ -255,8 +262,9 @@ def make_mock_certs(out: Path) -> tuple[Path, Path, Path]:
 def mock_call(port: int, ca: Path, method: str, path: str) -> dict[str, Any]:
     """Call the mock's control endpoints directly."""
     ctx = ssl.create_default_context(cafile=str(ca))
-    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", method=method, data=b"" if
-                                 method == "POST" else None)
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{port}{path}", method=method, data=b"" if method == "POST" else None
+    )
     with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
         result: dict[str, Any] = json.loads(resp.read())
         return result
@@ -267,8 +275,9 @@ def gateway_available(lmk: Path) -> str | None:
     if not lmk.exists():
         return f"{lmk} is missing"
     try:
-        out = subprocess.run([str(lmk), "serve", "--help"], capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(
+            [str(lmk), "serve", "--help"], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"`lmk serve --help` failed: {e}"
     if out.returncode != 0:
@@ -401,16 +410,36 @@ class Bench:
         self.mock_ca, cert, key = make_mock_certs(self.work / "mock")
         self.mock = self.spawn(
             "mock",
-            [self.py, str(BENCH / "mock_upstream.py"), "--port", str(self.mock_port),
-             "--cert", str(cert), "--key", str(key), "--chunks", str(a.chunks),
-             "--chunk-delay-ms", str(a.chunk_delay_ms), "--long-interval-ms", "1000"],
+            [
+                self.py,
+                str(BENCH / "mock_upstream.py"),
+                "--port",
+                str(self.mock_port),
+                "--cert",
+                str(cert),
+                "--key",
+                str(key),
+                "--chunks",
+                str(a.chunks),
+                "--chunk-delay-ms",
+                str(a.chunk_delay_ms),
+                "--long-interval-ms",
+                "1000",
+            ],
             capture=True,
         )
         self.mock.expect("READY", 30)
         self.targets["direct"] = Target(
-            "direct", None,
-            ["--mode", "direct", "--addr", f"127.0.0.1:{self.mock_port}", "--ca",
-             str(self.mock_ca)],
+            "direct",
+            None,
+            [
+                "--mode",
+                "direct",
+                "--addr",
+                f"127.0.0.1:{self.mock_port}",
+                "--ca",
+                str(self.mock_ca),
+            ],
         )
         want = set(a.scenarios)
         if "mitmdump" in want:
@@ -421,19 +450,38 @@ class Bench:
             # stock mitmproxy look slower than it is. The gateway uses the same technique.
             proc = self.spawn(
                 "mitmdump",
-                [str(MAIN_VENV / "bin" / "mitmdump"), "-q", "--listen-host", "127.0.0.1",
-                 "--listen-port", str(mitm_port), "--set", f"confdir={conf}",
-                 "--set", "connection_strategy=eager",
-                 "--set", f"ssl_verify_upstream_trusted_ca={self.mock_ca}",
-                 "-s", str(BENCH / "redirect_addon.py"),
-                 "--set", f"bench_mock=127.0.0.1:{self.mock_port}"],
+                [
+                    str(MAIN_VENV / "bin" / "mitmdump"),
+                    "-q",
+                    "--listen-host",
+                    "127.0.0.1",
+                    "--listen-port",
+                    str(mitm_port),
+                    "--set",
+                    f"confdir={conf}",
+                    "--set",
+                    "connection_strategy=eager",
+                    "--set",
+                    f"ssl_verify_upstream_trusted_ca={self.mock_ca}",
+                    "-s",
+                    str(BENCH / "redirect_addon.py"),
+                    "--set",
+                    f"bench_mock=127.0.0.1:{self.mock_port}",
+                ],
             )
             wait_port(mitm_port, proc, 60)
             wait_file(conf / "mitmproxy-ca-cert.pem", 30)
             self.targets["mitmdump"] = Target(
-                "mitmdump", proc,
-                ["--mode", "connect", "--addr", f"127.0.0.1:{mitm_port}", "--ca",
-                 str(conf / "mitmproxy-ca-cert.pem")],
+                "mitmdump",
+                proc,
+                [
+                    "--mode",
+                    "connect",
+                    "--addr",
+                    f"127.0.0.1:{mitm_port}",
+                    "--ca",
+                    str(conf / "mitmproxy-ca-cert.pem"),
+                ],
             )
         if "gateway" in want:
             lmk = MAIN_VENV / "bin" / "lmk"
@@ -462,8 +510,14 @@ class Bench:
                 self.idle_rss[name] = memory_kib(t.proc.pid)[0]
         self.idle_rss["mock"] = memory_kib(self.mock.pid)[0]
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              capture: bool = False, stdin: bool = False) -> Proc:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        capture: bool = False,
+        stdin: bool = False,
+    ) -> Proc:
         proc = Proc(name, argv, self.work / f"{name}.log", env=env, capture=capture, stdin=stdin)
         self.procs.append(proc)
         return proc
@@ -479,9 +533,18 @@ class Bench:
         ca = d / "certs" / "mitmproxy-ca-cert.pem"
         wait_file(ca, 30)
         self.targets["gateway"] = Target(
-            "gateway", proc,
-            ["--mode", "connect", "--addr", f"127.0.0.1:{port}", "--ca", str(ca),
-             "--header", f"Authorization: Bearer {key}"],
+            "gateway",
+            proc,
+            [
+                "--mode",
+                "connect",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--ca",
+                str(ca),
+                "--header",
+                f"Authorization: Bearer {key}",
+            ],
         )
         # One request must go through before we measure: a broken config should be a clear
         # skip with the gateway's own answer, not a table full of errors.
@@ -500,24 +563,51 @@ class Bench:
         env.pop("DATABASE_URL", None)
         proc = self.spawn(
             "litellm",
-            [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-             "--num_workers", "1"],
+            [
+                str(exe),
+                "--config",
+                str(cfg),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ],
             env=env,
         )
         wait_port(port, proc, 180)
         self.targets["litellm"] = Target(
-            "litellm", proc,
-            ["--mode", "reverse", "--addr", f"127.0.0.1:{port}",
-             "--header", f"Authorization: Bearer {master}"],
+            "litellm",
+            proc,
+            [
+                "--mode",
+                "reverse",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--header",
+                f"Authorization: Bearer {master}",
+            ],
         )
         self.smoke("litellm")
 
     def smoke(self, name: str) -> None:
         t = self.targets[name]
         out = subprocess.run(
-            [self.py, str(BENCH / "loadgen.py"), *t.loadgen, "--requests", "3", "--duration",
-             "20", "--warmup", "0"],
-            capture_output=True, text=True, timeout=120,
+            [
+                self.py,
+                str(BENCH / "loadgen.py"),
+                *t.loadgen,
+                "--requests",
+                "3",
+                "--duration",
+                "20",
+                "--warmup",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         try:
             res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -537,14 +627,26 @@ class Bench:
 
     def run_once(self, t: Target, w: Workload, rnd: int) -> Run:
         a = self.args
-        argv = [self.py, str(BENCH / "loadgen.py"), *t.loadgen, "--concurrency",
-                str(w.concurrency), "--requests", str(a.requests), "--duration", str(a.duration),
-                "--warmup", str(w.warmup), "--wait-go"]
+        argv = [
+            self.py,
+            str(BENCH / "loadgen.py"),
+            *t.loadgen,
+            "--concurrency",
+            str(w.concurrency),
+            "--requests",
+            str(a.requests),
+            "--duration",
+            str(a.duration),
+            "--warmup",
+            str(w.warmup),
+            "--wait-go",
+        ]
         if w.stream:
             argv.append("--stream")
         stats0 = mock_call(self.mock_port, self.mock_ca, "GET", "/__bench/stats")
-        lg = Proc(f"loadgen-{t.name}", argv, self.work / "loadgen.log.tmp", stdin=True,
-                  capture=True)
+        lg = Proc(
+            f"loadgen-{t.name}", argv, self.work / "loadgen.log.tmp", stdin=True, capture=True
+        )
         try:
             lg.expect("READY", 120)
             pid = t.proc.pid if t.proc else None
@@ -564,9 +666,16 @@ class Bench:
         stats1 = mock_call(self.mock_port, self.mock_ca, "GET", "/__bench/stats")
         ok = int(res["ok"])
         return Run(
-            scenario=t.name, workload=w.name, round=rnd, ok=ok, errors=int(res["errors"]),
-            error_kinds=res["error_kinds"], rps=ok / res["elapsed_s"], elapsed_s=res["elapsed_s"],
-            proxy_cpu_s=(p1 - p0) if pid else None, mock_cpu_s=m1 - m0,
+            scenario=t.name,
+            workload=w.name,
+            round=rnd,
+            ok=ok,
+            errors=int(res["errors"]),
+            error_kinds=res["error_kinds"],
+            rps=ok / res["elapsed_s"],
+            elapsed_s=res["elapsed_s"],
+            proxy_cpu_s=(p1 - p0) if pid else None,
+            mock_cpu_s=m1 - m0,
             client_cpu_s=res["client_cpu_s"],
             # Minus our own two control connections (stats before and after).
             upstream_conns=stats1["connections"] - stats0["connections"] - 1,
@@ -601,14 +710,17 @@ class Bench:
                 if a.wait_quiet > 0:
                     self.wait_quiet()
                 # Rotate the order each round so no scenario always runs first or last.
-                order = names[rnd % len(names):] + names[: rnd % len(names)]
+                order = names[rnd % len(names) :] + names[: rnd % len(names)]
                 for name in order:
                     run = self.run_once(self.targets[name], w, rnd)
                     self.runs.append(run)
                     err = f" errors={run.errors} {run.error_kinds}" if run.errors else ""
-                    print(f"  {w.name:12} r{rnd} {name:9} {run.rps:8.1f} req/s "
-                          f"p50={pct(run.raw['latencies_ms'], 50) or 0:7.2f} ms "
-                          f"upstream_conns={run.upstream_conns}{err}", flush=True)
+                    print(
+                        f"  {w.name:12} r{rnd} {name:9} {run.rps:8.1f} req/s "
+                        f"p50={pct(run.raw['latencies_ms'], 50) or 0:7.2f} ms "
+                        f"upstream_conns={run.upstream_conns}{err}",
+                        flush=True,
+                    )
 
     def run_memory(self) -> None:
         """Hold N long streams through each proxy; read RSS at milestones."""
@@ -621,9 +733,20 @@ class Bench:
             time.sleep(1)
             before = memory_kib(t.proc.pid)[0]
             marks = [n // 4, n // 2, 3 * n // 4]
-            argv = [self.py, str(BENCH / "loadgen.py"), *t.loadgen, "--hold", "--model",
-                    "bench-long", "--concurrency", str(n), "--duration", str(a.hold_cap),
-                    "--milestones", ",".join(str(m) for m in marks)]
+            argv = [
+                self.py,
+                str(BENCH / "loadgen.py"),
+                *t.loadgen,
+                "--hold",
+                "--model",
+                "bench-long",
+                "--concurrency",
+                str(n),
+                "--duration",
+                str(a.hold_cap),
+                "--milestones",
+                ",".join(str(m) for m in marks),
+            ]
             lg = Proc(f"hold-{name}", argv, self.work / f"hold-{name}.log", capture=True)
             points: dict[int, int] = {0: before}
             held_at = None
@@ -646,8 +769,11 @@ class Bench:
                     held_rss = memory_kib(t.proc.pid)[0]
                     # The mock knows how many streams are open end to end right now; if the
                     # ramp hit its cap, that is fewer than were asked for.
-                    held = int(mock_call(self.mock_port, self.mock_ca, "GET",
-                                         "/__bench/stats")["open_streams"])
+                    held = int(
+                        mock_call(self.mock_port, self.mock_ca, "GET", "/__bench/stats")[
+                            "open_streams"
+                        ]
+                    )
                     if held_at is not None:
                         points[held] = held_rss
                     mock_call(self.mock_port, self.mock_ca, "POST", "/__bench/release")
@@ -666,16 +792,27 @@ class Bench:
                 slope_lo = (points[mid] - points[q[0]]) / (mid - q[0])
                 slope_hi = (points[q[-1]] - points[mid]) / (q[-1] - mid)
             self.memory[name] = {
-                "streams": n, "opened": held, "completed": res.get("ok"),
-                "errors": res.get("errors"), "error_kinds": res.get("error_kinds"),
-                "ramp_s": held_at, "rss_before_kib": before, "rss_held_kib": held_rss,
-                "rss_after_kib": after, "peak_rss_kib": sampler.peak["proxy"],
-                "points_kib": points, "kib_per_stream": per_stream,
-                "slope_first_half_kib": slope_lo, "slope_second_half_kib": slope_hi,
+                "streams": n,
+                "opened": held,
+                "completed": res.get("ok"),
+                "errors": res.get("errors"),
+                "error_kinds": res.get("error_kinds"),
+                "ramp_s": held_at,
+                "rss_before_kib": before,
+                "rss_held_kib": held_rss,
+                "rss_after_kib": after,
+                "peak_rss_kib": sampler.peak["proxy"],
+                "points_kib": points,
+                "kib_per_stream": per_stream,
+                "slope_first_half_kib": slope_lo,
+                "slope_second_half_kib": slope_hi,
             }
-            print(f"  memory {name:9} held={held}/{n} before={before / 1024:.0f} MiB "
-                  f"held={held_rss / 1024:.0f} MiB after={after / 1024:.0f} MiB "
-                  f"per-stream={per_stream or 0:.1f} KiB", flush=True)
+            print(
+                f"  memory {name:9} held={held}/{n} before={before / 1024:.0f} MiB "
+                f"held={held_rss / 1024:.0f} MiB after={after / 1024:.0f} MiB "
+                f"per-stream={per_stream or 0:.1f} KiB",
+                flush=True,
+            )
 
     def profile(self, name: str, workload: Workload, seconds: float) -> None:
         """py-spy a proxy under one workload; write the raw stacks and a top list."""
@@ -685,9 +822,24 @@ class Bench:
             return
         raw = self.work / f"profile-{name}.txt"
         rec = subprocess.Popen(
-            [str(spy), "record", "-p", str(t.proc.pid), "-d", str(int(seconds)), "-r", "250",
-             "-f", "raw", "-o", str(raw), "--nonblocking", "--threads"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(spy),
+                "record",
+                "-p",
+                str(t.proc.pid),
+                "-d",
+                str(int(seconds)),
+                "-r",
+                "250",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "--nonblocking",
+                "--threads",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(0.5)
         old = self.args.duration
@@ -757,10 +909,15 @@ def summarise_profile(raw: Path, top: int = 25) -> str:
 def git_describe() -> str:
     """The commit of the work tree, with ``-dirty`` if files differ from it."""
     try:
-        return subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=7"],
-            capture_output=True, text=True, timeout=60,
-        ).stdout.strip() or "n/a"
+        return (
+            subprocess.run(
+                ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=7"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout.strip()
+            or "n/a"
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "n/a"
 
@@ -773,11 +930,13 @@ def machine() -> dict[str, str]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+
     def version(cmd: list[str]) -> str:
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             return "n/a"
+
     mem_kib = 0
     with contextlib.suppress(OSError):
         mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
@@ -789,9 +948,15 @@ def machine() -> dict[str, str]:
         "kernel": platform.release(),
         "python": version([py, "-c", "import sys; print(sys.version.split()[0])"]),
         "mitmproxy": version([py, "-c", "import mitmproxy.version as v; print(v.VERSION)"]),
-        "litellm": version([str(LITELLM_VENV / "bin" / "python"), "-c",
-                            "import importlib.metadata as m; print(m.version('litellm'))"])
-        if LITELLM_VENV.exists() else "not installed",
+        "litellm": version(
+            [
+                str(LITELLM_VENV / "bin" / "python"),
+                "-c",
+                "import importlib.metadata as m; print(m.version('litellm'))",
+            ]
+        )
+        if LITELLM_VENV.exists()
+        else "not installed",
         "gateway_commit": git_describe(),
     }
 
@@ -814,10 +979,13 @@ def summarise(b: Bench) -> dict[str, Any]:
                 "errors": sum(r.errors for r in runs),
                 "rps_median": statistics.median(r.rps for r in runs),
                 "rps_rounds": [round(r.rps, 1) for r in runs],
-                "p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90), "p99_ms": pct(lat, 99),
+                "p50_ms": pct(lat, 50),
+                "p90_ms": pct(lat, 90),
+                "p99_ms": pct(lat, 99),
                 "proxy_cpu_ms_per_req": (
                     1000 * sum(r.proxy_cpu_s or 0 for r in runs) / ok
-                    if ok and runs[0].proxy_cpu_s is not None else None
+                    if ok and runs[0].proxy_cpu_s is not None
+                    else None
                 ),
                 "mock_cpu_ms_per_req": 1000 * sum(r.mock_cpu_s for r in runs) / ok if ok else None,
                 "client_cpu_ms_per_req": (
@@ -825,15 +993,18 @@ def summarise(b: Bench) -> dict[str, Any]:
                 ),
                 "upstream_conns_per_run": [r.upstream_conns for r in runs],
                 # Share of the machine (all cores) that other processes took while we measured.
-                "other_load_pct": 100 * sum(r.other_cpu_s for r in runs)
+                "other_load_pct": 100
+                * sum(r.other_cpu_s for r in runs)
                 / max(1e-9, (os.cpu_count() or 1) * sum(r.elapsed_s for r in runs)),
                 "peak_rss_kib": max((r.peak_rss_kib or 0) for r in runs) or None,
             }
             if w.stream:
                 cell.update(
-                    ttfb_p50_ms=pct(ttfb, 50), ttfb_p99_ms=pct(ttfb, 99),
+                    ttfb_p50_ms=pct(ttfb, 50),
+                    ttfb_p99_ms=pct(ttfb, 99),
                     gap_mean_ms=statistics.fmean(gaps) if gaps else None,
-                    gap_p50_ms=pct(gaps, 50), gap_p99_ms=pct(gaps, 99),
+                    gap_p50_ms=pct(gaps, 50),
+                    gap_p99_ms=pct(gaps, 99),
                 )
             cells.setdefault(w.name, {})[s] = cell
     ratios: dict[str, dict[str, Any]] = {}
@@ -851,8 +1022,9 @@ def summarise(b: Bench) -> dict[str, Any]:
             if gw.get("gap_mean_ms") is not None and mt.get("gap_mean_ms") is not None:
                 r["added_gap_vs_mitmdump_ms"] = gw["gap_mean_ms"] - mt["gap_mean_ms"]
                 r["added_ttfb_vs_mitmdump_ms"] = gw["ttfb_p50_ms"] - mt["ttfb_p50_ms"]
-        for name, cell in (("gateway", gw), ("mitmdump", mt), ("litellm", ll)):
-            if cell and dr:
+        for name, maybe in (("gateway", gw), ("mitmdump", mt), ("litellm", ll)):
+            if maybe and dr:
+                cell = maybe
                 r[f"{name}_added_p50_vs_direct_ms"] = cell["p50_ms"] - dr["p50_ms"]
                 r[f"{name}_added_p99_vs_direct_ms"] = cell["p99_ms"] - dr["p99_ms"]
                 if cell.get("ttfb_p50_ms") is not None and dr.get("ttfb_p50_ms") is not None:
@@ -867,8 +1039,9 @@ def summarise(b: Bench) -> dict[str, Any]:
     return {"cells": cells, "ratios": ratios, "targets": targets(cells, ratios, b.memory)}
 
 
-def targets(cells: dict[str, Any], ratios: dict[str, Any],
-            memory: dict[str, Any]) -> list[dict[str, Any]]:
+def targets(
+    cells: dict[str, Any], ratios: dict[str, Any], memory: dict[str, Any]
+) -> list[dict[str, Any]]:
     """The issue's targets, each with the measured value and a verdict (None: not measured)."""
     out: list[dict[str, Any]] = []
 
@@ -878,37 +1051,51 @@ def targets(cells: dict[str, Any], ratios: dict[str, Any],
     chat = [w.name for w in WORKLOADS if not w.stream and w.name in ratios]
     vals = [(w, ratios[w].get("gateway_over_mitmdump_rps")) for w in chat]
     have = [(w, v) for w, v in vals if v is not None]
-    add("gateway req/s >= 0.9 x mitmdump at every concurrency",
+    add(
+        "gateway req/s >= 0.9 x mitmdump at every concurrency",
         ", ".join(f"{w}: {v:.2f}x" for w, v in have) or "n/a",
-        all(v >= 0.9 for _, v in have) if have else None)
+        all(v >= 0.9 for _, v in have) if have else None,
+    )
     c1 = ratios.get("chat c=1", {}).get("added_p50_vs_mitmdump_ms")
-    add("added p50 <= 1 ms over mitmdump at c=1",
-        f"{c1:+.2f} ms" if c1 is not None else "n/a", c1 <= 1.0 if c1 is not None else None)
+    add(
+        "added p50 <= 1 ms over mitmdump at c=1",
+        f"{c1:+.2f} ms" if c1 is not None else "n/a",
+        c1 <= 1.0 if c1 is not None else None,
+    )
     gaps = [
         (w, r["added_gap_vs_mitmdump_ms"])
         for w, r in ratios.items()
         if w.startswith("stream") and r.get("added_gap_vs_mitmdump_ms") is not None
     ]
-    add("stream cadence: <= 1 ms added per chunk (vs mitmdump)",
+    add(
+        "stream cadence: <= 1 ms added per chunk (vs mitmdump)",
         ", ".join(f"{w}: {v:+.2f} ms" for w, v in gaps) or "n/a",
-        all(v <= 1.0 for _, v in gaps) if gaps else None)
+        all(v <= 1.0 for _, v in gaps) if gaps else None,
+    )
     m = memory.get("gateway")
     if m and m.get("kib_per_stream") is not None and m.get("opened") == m.get("streams"):
         lo, hi = m.get("slope_first_half_kib"), m.get("slope_second_half_kib")
         # "Bounded by a constant per stream": growth is linear (the second half of the ramp
         # costs no more per stream than the first, within noise), not superlinear.
         linear = lo is not None and hi is not None and hi <= 1.5 * max(lo, 1.0) + 8
-        add(f"RSS growth under {m['streams']} streams bounded per stream",
+        add(
+            f"RSS growth under {m['streams']} streams bounded per stream",
             f"{m['kib_per_stream']:.1f} KiB/stream (slopes {lo or 0:.1f} -> {hi or 0:.1f} KiB)",
-            linear)
+            linear,
+        )
     else:
-        add("RSS growth under 1,000 streams bounded per stream",
+        add(
+            "RSS growth under 1,000 streams bounded per stream",
             "n/a" if not m else f"opened {m.get('opened')}/{m.get('streams')}",
-            None if not m else False)
+            None if not m else False,
+        )
     lvals = [(w, ratios[w].get("gateway_over_litellm_rps")) for w in chat]
     lhave = [(w, v) for w, v in lvals if v is not None]
-    add(">= 4 x LiteLLM throughput", ", ".join(f"{w}: {v:.1f}x" for w, v in lhave) or "n/a",
-        all(v >= 4.0 for _, v in lhave) if lhave else None)
+    add(
+        ">= 4 x LiteLLM throughput",
+        ", ".join(f"{w}: {v:.1f}x" for w, v in lhave) or "n/a",
+        all(v >= 4.0 for _, v in lhave) if lhave else None,
+    )
     return out
 
 
@@ -970,10 +1157,14 @@ def markdown(b: Bench, summary: dict[str, Any], info: dict[str, str]) -> str:
                 f"{fmt(c['gap_p99_ms'], 2)} | {fmt(c['proxy_cpu_ms_per_req'], 2)} | "
                 f"{c['errors']} |"
             )
-    lines += ["", "### Memory (RSS of the proxy process)", "",
-              "| scenario | idle MiB | peak during workloads MiB | streams held | RSS held MiB | "
-              "KiB/stream | slope 1st/2nd half KiB/stream | after release MiB | peak (VmRSS) MiB |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "### Memory (RSS of the proxy process)",
+        "",
+        "| scenario | idle MiB | peak during workloads MiB | streams held | RSS held MiB | "
+        "KiB/stream | slope 1st/2nd half KiB/stream | after release MiB | peak (VmRSS) MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in SCENARIOS:
         if s == "direct" or s not in b.idle_rss:
             continue
@@ -989,14 +1180,18 @@ def markdown(b: Bench, summary: dict[str, Any], info: dict[str, str]) -> str:
             f"{fmt(m['rss_after_kib'] / 1024 if m else None, 0)} | "
             f"{fmt(m['peak_rss_kib'] / 1024 if m else None, 0)} |"
         )
-    lines += ["", "### Ratios within this run", "",
-              "| workload | gateway ÷ mitmdump req/s | gateway ÷ mitmdump CPU/req | "
-              "gateway ÷ LiteLLM req/s | "
-              "mitmdump ÷ LiteLLM req/s | added p50 / p99 vs mitmdump ms | "
-              "gateway added p50 / p99 vs direct ms | "
-              "mitmdump added p50 / p99 vs direct ms | added chunk gap vs mitmdump / direct ms | "
-              "added TTFB p50 vs mitmdump / direct ms |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "### Ratios within this run",
+        "",
+        "| workload | gateway ÷ mitmdump req/s | gateway ÷ mitmdump CPU/req | "
+        "gateway ÷ LiteLLM req/s | "
+        "mitmdump ÷ LiteLLM req/s | added p50 / p99 vs mitmdump ms | "
+        "gateway added p50 / p99 vs direct ms | "
+        "mitmdump added p50 / p99 vs direct ms | added chunk gap vs mitmdump / direct ms | "
+        "added TTFB p50 vs mitmdump / direct ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for wname, r in ratios.items():
         lines.append(
             f"| {wname} | {fmt(r.get('gateway_over_mitmdump_rps'), 2)} | "
@@ -1025,8 +1220,11 @@ def markdown(b: Bench, summary: dict[str, Any], info: dict[str, str]) -> str:
     if direct:
         mock_ms = fmt(direct["mock_cpu_ms_per_req"], 3)
         client_ms = fmt(direct["client_cpu_ms_per_req"], 3)
-        lines += ["", f"The mock alone (direct, c=1) costs {mock_ms} ms CPU per request and the "
-                  f"client {client_ms} ms."]
+        lines += [
+            "",
+            f"The mock alone (direct, c=1) costs {mock_ms} ms CPU per request and the "
+            f"client {client_ms} ms.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -1035,30 +1233,55 @@ def markdown(b: Bench, summary: dict[str, Any], info: dict[str, str]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true",
-                   help="1 round, 2 s runs, 200 long streams: a smoke run of the whole thing")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 round, 2 s runs, 200 long streams: a smoke run of the whole thing",
+    )
     p.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 3)))
-    p.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 6)),
-                   help="cap on each timed phase, seconds")
-    p.add_argument("--requests", type=int, default=int(os.environ.get("BENCH_REQUESTS", 20000)),
-                   help="cap on requests per timed phase")
-    p.add_argument("--streams", type=int, default=int(os.environ.get("BENCH_STREAMS", 1000)),
-                   help="concurrent long streams in the memory test (0: skip it)")
-    p.add_argument("--ramp-cap", type=float, default=90.0,
-                   help="seconds to wait for all long streams to open")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=float(os.environ.get("BENCH_DURATION", 6)),
+        help="cap on each timed phase, seconds",
+    )
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=int(os.environ.get("BENCH_REQUESTS", 20000)),
+        help="cap on requests per timed phase",
+    )
+    p.add_argument(
+        "--streams",
+        type=int,
+        default=int(os.environ.get("BENCH_STREAMS", 1000)),
+        help="concurrent long streams in the memory test (0: skip it)",
+    )
+    p.add_argument(
+        "--ramp-cap", type=float, default=90.0, help="seconds to wait for all long streams to open"
+    )
     p.add_argument("--hold-cap", type=float, default=240.0)
     p.add_argument("--chunks", type=int, default=20)
     p.add_argument("--chunk-delay-ms", type=float, default=5.0)
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
-    p.add_argument("--profile", action="store_true",
-                   help="py-spy the gateway and mitmdump under chat c=16 after the table")
-    p.add_argument("--wait-quiet", type=float,
-                   default=float(os.environ.get("BENCH_WAIT_QUIET", 10)),
-                   help="before each round, wait up to this many seconds for other processes "
-                   "to use < 25%% of the machine (0: don't wait)")
-    p.add_argument("--readme", action="store_true",
-                   help="put this run's tables into bench/README.md (between its markers)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the gateway and mitmdump under chat c=16 after the table",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=float(os.environ.get("BENCH_WAIT_QUIET", 10)),
+        help="before each round, wait up to this many seconds for other processes "
+        "to use < 25%% of the machine (0: don't wait)",
+    )
+    p.add_argument(
+        "--readme",
+        action="store_true",
+        help="put this run's tables into bench/README.md (between its markers)",
+    )
     p.add_argument("--base-port", type=int, default=int(os.environ.get("BENCH_BASE_PORT", 18440)))
     a = p.parse_args(argv)
     if a.quick:
@@ -1103,8 +1326,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: results in {b.work}", flush=True)
     t0 = time.monotonic()
     with running(b):
-        print(f"bench: scenarios {', '.join(b.targets)}; idle RSS "
-              + ", ".join(f"{k}={v / 1024:.0f} MiB" for k, v in b.idle_rss.items()), flush=True)
+        print(
+            f"bench: scenarios {', '.join(b.targets)}; idle RSS "
+            + ", ".join(f"{k}={v / 1024:.0f} MiB" for k, v in b.idle_rss.items()),
+            flush=True,
+        )
         for k, v in b.skipped.items():
             print(f"bench: skipped {k}: {v}", flush=True)
         b.run_workloads()
@@ -1119,10 +1345,15 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(b)
     md = markdown(b, summary, info)
     result = {
-        "stamp": b.stamp, "machine": info, "args": {k: v for k, v in vars(args).items()},
-        "skipped": b.skipped, "idle_rss_kib": b.idle_rss, "memory": b.memory,
+        "stamp": b.stamp,
+        "machine": info,
+        "args": {k: v for k, v in vars(args).items()},
+        "skipped": b.skipped,
+        "idle_rss_kib": b.idle_rss,
+        "memory": b.memory,
         "runs": [{k: v for k, v in vars(r).items() if k != "raw"} for r in b.runs],
-        **summary, "wall_s": time.monotonic() - t0,
+        **summary,
+        "wall_s": time.monotonic() - t0,
     }
     out = BENCH / "results" / f"{b.stamp}.json"
     out.write_text(json.dumps(result, indent=1, default=str))
