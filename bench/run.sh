@@ -19,10 +19,9 @@ fi
 # gateway run the very same mitmproxy.
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
-  .venv/bin/pip install -q -e ".[test]"
 fi
-if ! .venv/bin/python -c 'import trustme, mitmproxy' 2>/dev/null; then
-  .venv/bin/pip install -q trustme "mitmproxy>=12,<13"
+if ! .venv/bin/python -c 'import trustme, mitmproxy, llamakey' 2>/dev/null; then
+  .venv/bin/pip install -q -e . trustme
 fi
 
 # LiteLLM gets a venv of its own: its pins conflict with the project's.
