@@ -788,7 +788,7 @@ class Bench:
             q = sorted(k for k in points if k)
             slope_lo = slope_hi = None
             if len(q) >= 3:
-                mid = q[len(q) // 2]
+                mid = q[(len(q) - 1) // 2]  # 500 of 250..1000: halves 250-500 and 500-1000
                 slope_lo = (points[mid] - points[q[0]]) / (mid - q[0])
                 slope_hi = (points[q[-1]] - points[mid]) / (q[-1] - mid)
             self.memory[name] = {
