@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -307,6 +308,16 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_MAX_BEGUN = 100_000  # begin rows kept for sealing; beyond, the oldest is sealed by readback
+
+
+@functools.lru_cache(maxsize=64)
+def _seal_sql(columns: tuple[str, ...]) -> str:
+    """UPDATE that completes and seals a row, only if it is not sealed yet (cached per shape)."""
+    assignments = ", ".join(f"{_quote(c)} = ?" for c in columns)
+    return f'UPDATE requests SET {assignments} WHERE id = ? AND "seq" IS NULL'
+
+
 # --------------------------------------------------------------------------- schema
 
 
@@ -518,6 +529,9 @@ class AuditWriter:
         self._conn: sqlite3.Connection | None = None
         self._file_id: tuple[int, int] | None = None
         self._retry: list[_Finish | _Bodies] = []
+        # Committed begin rows not yet sealed, by id: their hash is computed from these values
+        # and the finish fields (exactly what SQLite stores, see _coerce) without reading back.
+        self._begun: dict[str, dict[str, SqlValue]] = {}
 
     # ---- public API (any thread)
 
@@ -739,6 +753,9 @@ class AuditWriter:
         self._mark_healthy()
         for op in begins:
             if op.rejected is None:
+                self._begun[str(op.values["id"])] = op.values
+                if len(self._begun) > _MAX_BEGUN:  # a flow that never ended: forget the oldest
+                    del self._begun[next(iter(self._begun))]
                 _resolve(op.future, None)
             else:
                 _fail(op.future, AuditUnavailable(op.rejected))
@@ -762,6 +779,41 @@ class AuditWriter:
         ``head`` is the chain head as of the previous seal in this transaction (None: read it
         from the database). Returns the new head.
         """
+        if head is None:
+            head = _chain_head(conn)
+        seq, prev_hash = head[0] + 1, head[1]
+        begun = self._begun.pop(op.request_id, None)
+        if begun is None:  # begun by an earlier writer (a restart): hash what SQLite holds
+            return self._seal_stored_row(conn, op, seq, prev_hash, head)
+        digest = row_digest(prev_hash, {**begun, **op.values})
+        values: dict[str, SqlValue] = {
+            **op.values,
+            "seq": seq,
+            "prev_hash": prev_hash,
+            "row_hash": digest,
+        }
+        try:
+            # One statement: it fails or succeeds alone, and never touches a sealed row.
+            sealed = conn.execute(
+                _seal_sql(tuple(values)), [*values.values(), op.request_id]
+            ).rowcount
+        except _ROW_ERRORS as exc:
+            log.warning("audit: finish(%s) rejected: %s", op.request_id, exc)
+            return head
+        if not sealed:
+            log.warning("audit: finish for unknown or sealed request %s ignored", op.request_id)
+            return head
+        return seq, digest
+
+    def _seal_stored_row(
+        self,
+        conn: sqlite3.Connection,
+        op: _Finish,
+        seq: int,
+        prev_hash: str,
+        head: tuple[int, str],
+    ) -> tuple[int, str]:
+        """Seal a row whose begin values this writer does not hold, hashing it as stored."""
         found = conn.execute('SELECT "seq" FROM requests WHERE id = ?', (op.request_id,)).fetchone()
         if found is None:
             log.warning("audit: finish for unknown request %s ignored", op.request_id)
@@ -769,9 +821,6 @@ class AuditWriter:
         if found[0] is not None:
             log.warning("audit: request %s is already sealed; finish ignored", op.request_id)
             return head
-        if head is None:
-            head = _chain_head(conn)
-        seq, prev_hash = head[0] + 1, head[1]
         values: dict[str, SqlValue] = {**op.values, "seq": seq, "prev_hash": prev_hash}
         conn.execute("SAVEPOINT seal")
         try:
@@ -781,7 +830,6 @@ class AuditWriter:
                 ),
                 [*values.values(), op.request_id],
             )
-            # Hash what SQLite actually stored, so verify() recomputes the very same bytes.
             cursor = conn.execute("SELECT * FROM requests WHERE id = ?", (op.request_id,))
             names = [d[0] for d in cursor.description]
             digest = row_digest(prev_hash, dict(zip(names, cursor.fetchone(), strict=True)))
