@@ -21,7 +21,7 @@ from mitmproxy import http
 
 from llamakey import meter, settle
 from llamakey import state as keys
-from llamakey.auditdb import AuditUnavailable, AuditWriter, format_ts
+from llamakey.auditdb import AuditUnavailable, AuditWriter
 from llamakey.errors import STATUS, Refusal, refuse
 from llamakey.state import GatewayState
 
@@ -106,7 +106,7 @@ class Audit:
         request = flow.request
         return {
             "id": flow.id,
-            "ts": format_ts(datetime.fromtimestamp(request.timestamp_start, UTC)),
+            "ts": datetime.fromtimestamp(request.timestamp_start, UTC),  # formatted by the writer
             "user": flow.metadata.get(keys.USER),
             "groups": json.dumps(flow.metadata.get(keys.GROUPS, [])),
             "client_addr": flow.client_conn.peername[0] if flow.client_conn.peername else None,
@@ -157,7 +157,7 @@ class Audit:
         future = writer.begin(row)
         refusal = Refusal(flow.metadata[keys.REFUSED])
         status = flow.response.status_code if flow.response else STATUS[refusal]
-        fields = {"status": status, "latency_ms": 0.0, "completed_ts": format_ts(datetime.now(UTC))}
+        fields = {"status": status, "latency_ms": 0.0, "completed_ts": datetime.now(UTC)}
         # The refusal's row is not awaited: nothing goes upstream, so there is nothing to hold.
         future.add_done_callback(lambda f: f.exception() or writer.finish(flow.id, fields))
 
@@ -197,7 +197,7 @@ class Audit:
             "finish_reason": usage.get("finish_reason"),
             "cost_usd": flow.metadata.get(settle.COST),
             "client_disconnected": int(bool(flow.metadata.get(meter.DISCONNECTED))),
-            "completed_ts": format_ts(datetime.fromtimestamp(now, UTC)),
+            "completed_ts": datetime.fromtimestamp(now, UTC),
         }
         self.writer.finish(flow.id, fields)
         if self.writer.log_bodies:
