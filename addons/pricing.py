@@ -179,6 +179,10 @@ def _cost(
         _warn_once(provider, model, "not in genai-prices")
         return None
     gp_provider, gp_model = resolved
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if (rates := _flat_token_rates(gp_model.get_prices(when or datetime.now(UTC)))) is not None:
+        return _flat_cost(rates, usage)
     cache_read = usage.cache_read_tokens or 0
     cache_write = usage.cache_write_tokens or 0
     price_usage = PriceUsage(
@@ -187,7 +191,45 @@ def _cost(
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
     )
-    if when is not None and when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     calc = gp_model.calc_price(price_usage, gp_provider, genai_request_timestamp=when)
     return calc.total_price
+
+
+# Token prices our Usage carries counts for; a price whose ones are plain numbers (not tiered)
+# is linear in the tokens. Other units (searches, audio, images, ...) are counts we never
+# report, which genai-prices prices at 0 too, except a per-request fee.
+_TOKEN_FIELDS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+_PER_REQUEST_FIELDS = ("requests_kcount",)
+
+
+def _flat_token_rates(price: gp.ModelPrice) -> tuple[Decimal, Decimal, Decimal, Decimal] | None:
+    """(input, output, cache read, cache write) USD per MTok when `price` is flat, else None.
+
+    genai-prices' general calculation takes about 200 µs a call, on the event loop after
+    every answer; most models are priced flat, which takes a few µs. Tiered or per-request
+    prices go the general way. A missing cache price means cache tokens are billed as input,
+    as genai-prices does (checked against it over its whole catalogue in the tests).
+    """
+    if any(getattr(price, name, None) is not None for name in _PER_REQUEST_FIELDS):
+        return None
+    rates = [getattr(price, name, None) for name in _TOKEN_FIELDS]
+    if not all(rate is None or isinstance(rate, Decimal) for rate in rates):
+        return None  # tiered by prompt size
+    zero = Decimal(0)
+    input_rate = rates[0] if isinstance(rates[0], Decimal) else zero
+    output_rate = rates[1] if isinstance(rates[1], Decimal) else zero
+    read_rate = rates[2] if isinstance(rates[2], Decimal) else input_rate
+    write_rate = rates[3] if isinstance(rates[3], Decimal) else input_rate
+    return input_rate, output_rate, read_rate, write_rate
+
+
+def _flat_cost(rates: tuple[Decimal, Decimal, Decimal, Decimal], usage: Usage) -> Decimal:
+    counts = (
+        usage.input_tokens or 0,
+        usage.output_tokens or 0,
+        usage.cache_read_tokens or 0,
+        usage.cache_write_tokens or 0,
+    )
+    return (
+        sum((rate * count for rate, count in zip(rates, counts, strict=True)), Decimal(0)) / _MTOK
+    )

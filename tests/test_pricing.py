@@ -213,3 +213,43 @@ def test_model_lookup_is_cached() -> None:
     info = pricing._resolve.cache_info()
     assert info.misses == 2
     assert info.hits == 8
+
+
+def test_flat_fast_path_agrees_with_genai_prices_over_the_whole_catalogue() -> None:
+    """Every model priced by the fast path costs exactly what genai-prices' own calc says."""
+    import random
+    from datetime import UTC, datetime
+
+    from genai_prices import Usage as PriceUsage
+    from genai_prices.data_snapshot import get_snapshot
+
+    from llamakey import pricing
+
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    checked = 0
+    for provider in get_snapshot().providers:
+        for model in provider.models:
+            rates = pricing._flat_token_rates(model.get_prices(now))
+            if rates is None:
+                continue
+            read, write = rng.choice([0, 3, 1500]), rng.choice([0, 5, 700])
+            usage = Usage(
+                input_tokens=rng.randint(0, 50_000),
+                output_tokens=rng.randint(0, 9_000),
+                cache_read_tokens=read,
+                cache_write_tokens=write,
+            )
+            expected = model.calc_price(
+                PriceUsage(
+                    input_tokens=usage.input_tokens + read + write,
+                    output_tokens=usage.output_tokens,
+                    cache_read_tokens=read,
+                    cache_write_tokens=write,
+                ),
+                provider,
+                genai_request_timestamp=now,
+            ).total_price
+            assert pricing._flat_cost(rates, usage) == expected, (provider.id, model.id)
+            checked += 1
+    assert checked > 1000
