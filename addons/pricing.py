@@ -230,6 +230,8 @@ def _flat_cost(rates: tuple[Decimal, Decimal, Decimal, Decimal], usage: Usage) -
         usage.cache_read_tokens or 0,
         usage.cache_write_tokens or 0,
     )
+    if min(counts) < 0:
+        raise ValueError("negative token count")  # cost_usd turns this into None + a warning
     return (
         sum((rate * count for rate, count in zip(rates, counts, strict=True)), Decimal(0)) / _MTOK
     )
