@@ -7,6 +7,9 @@ never a silent 0. The result also shows in mitmweb's comment column.
 
 from __future__ import annotations
 
+import gc
+
+from genai_prices.data_snapshot import get_snapshot
 from mitmproxy import http
 
 from llamakey import meter
@@ -25,6 +28,15 @@ class Settle:
         self.state = state
         self._overrides: dict[str, PriceOverride] = {}
         self._overrides_from: object = None
+
+    def running(self) -> None:
+        # Load genai-prices' tables now rather than on the first answer, then move everything
+        # alive at start-up (those tables are tens of thousands of objects) out of the garbage
+        # collector's sight: full collections otherwise walk them all, stalling the event loop
+        # for milliseconds at a time.
+        get_snapshot()
+        gc.collect()
+        gc.freeze()
 
     def overrides(self) -> dict[str, PriceOverride]:
         settings = self.state.settings
