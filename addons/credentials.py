@@ -25,6 +25,7 @@ HF_PREFIX = "hf_"
 MASTER_KEY_PATTERN = r"(?:hf_)?lmk_[A-Za-z0-9_-]{16,}"
 
 _HEADER_CARRIERS = (Carrier.BEARER, Carrier.X_API_KEY, Carrier.API_KEY, Carrier.GOOG_API_KEY)
+_CARRIER_BY_HEADER = {c.value.encode(): c for c in _HEADER_CARRIERS}
 
 
 def new_master_key() -> str:
@@ -53,17 +54,19 @@ def marker(key: str, user: str | None) -> str:
 def presented(request: http.Request) -> list[tuple[Carrier, str]]:
     """Every credential the request carries, with where it was found (header or ``?key=``)."""
     found: list[tuple[Carrier, str]] = []
-    headers = request.headers
-    for carrier in _HEADER_CARRIERS:
-        value = headers.get(carrier.value)
-        if value is None:
+    # One pass over the raw header fields: each `headers.get` would scan them all again.
+    for raw_name, raw_value in request.headers.fields:
+        carrier = _CARRIER_BY_HEADER.get(raw_name.lower())
+        if carrier is None:
             continue
+        value = raw_value.decode("utf-8", "surrogateescape")
         if carrier is Carrier.BEARER:
             scheme, _, token = value.partition(" ")
             if scheme.lower() != "bearer":
                 continue
             value = token
         found.append((carrier, value.strip()))
+    found.sort(key=lambda item: _HEADER_CARRIERS.index(item[0]))  # a stable preference
     if "key=" in request.path:
         for name, value in parse_qsl(request.path.partition("?")[2], keep_blank_values=True):
             if name == "key":
