@@ -285,8 +285,11 @@ def gateway_available(lmk: Path) -> str | None:
     return None
 
 
-def write_gateway_config(d: Path, port: int, mock_port: int, mock_ca: Path) -> tuple[Path, str]:
-    """A config with one user and every addon on; returns (path, master key)."""
+def write_gateway_config(
+    d: Path, port: int, mock_port: int, mock_ca: Path, *, audit: bool = True
+) -> tuple[Path, str]:
+    """A config with one user and every addon on (the audit log unless `audit` is False);
+    returns (path, master key)."""
     d.mkdir(parents=True, exist_ok=True)
     key = "lmk_" + secrets.token_urlsafe(32)
     digest = hashlib.sha256(key.encode()).hexdigest()
@@ -299,6 +302,7 @@ listen_port = {port}
 certs_dir = "{d / "certs"}"
 
 [audit]
+enabled = {"true" if audit else "false"}
 path = "{d / "audit.db"}"
 
 [providers.openai]
@@ -524,7 +528,9 @@ class Bench:
 
     def start_gateway(self, lmk: Path, port: int) -> None:
         d = self.work / "gateway"
-        cfg, key = write_gateway_config(d, port, self.mock_port, self.mock_ca)
+        cfg, key = write_gateway_config(
+            d, port, self.mock_port, self.mock_ca, audit=not self.args.no_audit
+        )
         # The gateway runs the working tree (editable install), which moves while others work:
         # record what it started from, not what HEAD is when the run ends.
         self.gateway_code = git_describe()
@@ -1283,6 +1289,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="put this run's tables into bench/README.md (between its markers)",
     )
     p.add_argument("--base-port", type=int, default=int(os.environ.get("BENCH_BASE_PORT", 18440)))
+    p.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="run the gateway with [audit] enabled = false (to measure what the audit log costs)",
+    )
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.duration, a.wait_quiet = 1, min(a.duration, 2.0), 0.0
