@@ -742,11 +742,9 @@ class AuditWriter:
                 _rollback(conn)
                 raise
         except Exception as exc:
-            message = _describe(self.path, exc)
-            self._mark_unhealthy(message)
-            self._disconnect()
+            error = self._write_failed(exc)
             for op in begins:
-                _fail(op.future, AuditUnavailable(message))
+                _fail(op.future, error)
             self._hold_for_retry([op for op in ops if not isinstance(op, _Begin)])
             return
         self.commits += 1
@@ -759,6 +757,13 @@ class AuditWriter:
                 _resolve(op.future, None)
             else:
                 _fail(op.future, AuditUnavailable(op.rejected))
+
+    def _write_failed(self, exc: Exception) -> AuditUnavailable:
+        """After a failed transaction: unhealthy until a write works, reconnect next time."""
+        message = _describe(self.path, exc)
+        self._mark_unhealthy(message)
+        self._disconnect()
+        return AuditUnavailable(message)
 
     def _insert(self, conn: sqlite3.Connection, op: _Begin) -> None:
         columns = list(op.values)
@@ -903,10 +908,7 @@ class AuditWriter:
                 _rollback(conn)
                 raise
         except Exception as exc:
-            message = _describe(self.path, exc)
-            self._mark_unhealthy(message)
-            self._disconnect()
-            _fail(op.future, AuditUnavailable(message))
+            _fail(op.future, self._write_failed(exc))
             return
         self.commits += 1
         self._mark_healthy()
@@ -921,10 +923,7 @@ class AuditWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._connection()
         except Exception as exc:
-            message = _describe(self.path, exc)
-            self._mark_unhealthy(message)
-            self._disconnect()
-            _fail(op.future, AuditUnavailable(message))
+            _fail(op.future, self._write_failed(exc))
             return
         self._mark_healthy()
         _resolve(op.future, None)
