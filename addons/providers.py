@@ -8,8 +8,8 @@ address we dial, so tests can redirect the connection without changing what is m
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -47,7 +47,6 @@ class Provider:
         str, ...
     ] = ()  # the SDK's own key variable(s), set to the master key by `lmk env`
     legacy: str | None = None  # why a provider is kept though no longer served
-    extra_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 BUILTIN_PROVIDERS: dict[str, Provider] = {

@@ -8,6 +8,7 @@ import http.client
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -195,3 +196,25 @@ def _handshake(leaf: Path, ca_file: Path, host: str) -> bool:
     thread.join(5)
     listener.close()
     return result[0]
+
+
+def test_invalid_config_edit_is_refused_and_the_running_config_stays(
+    tmp_path: Path, mock: MockUpstream
+) -> None:
+    gw = make_gateway(tmp_path, mock)
+    gw.start()
+    try:
+        env = gw.client_env("alice")  # before the file breaks: `lmk env` reads it too
+        good = gw.config.read_text()
+        gw.config.write_text(good.replace("[proxy]", "[proxy]\nlisten_prot = 1", 1))
+        deadline = time.monotonic() + 10
+        while "Configuration not reloaded" not in gw.log.read_text():
+            assert time.monotonic() < deadline, gw.log.read_text()
+            time.sleep(0.2)
+        assert "proxy.listen_prot" in gw.log.read_text()  # the error names the TOML path
+        mock.clear()
+        ok = run_client("from openai import OpenAI\nprint(OpenAI().models.list().data[0].id)", env)
+        assert ok.returncode == 0, ok.stderr[-2000:]  # still serving on the old config
+        assert mock.seen
+    finally:
+        gw.stop()
