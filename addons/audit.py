@@ -59,31 +59,48 @@ class Audit:
         self.writer: AuditWriter | None = None
         self._path: Path | None = None
         self._pruner: asyncio.Task[None] | None = None
-        self._open: set[str] = set()  # flow ids with a row begun and not yet finished
+        self._open: set[str] = set()
+        self._switching = asyncio.Lock()  # flow ids with a row begun and not yet finished
+
+    def _stale(self) -> bool:
+        """True when the writer does not match the configured database (first start, reload)."""
+        settings = self.state.settings
+        if settings is None or not settings.file.audit.enabled:
+            return self.writer is not None
+        return self.writer is None or self._path != settings.audit_path
+
+    def _switch_writer(self) -> None:
+        """Close the old writer and open the configured one. Blocking (thread join, file I/O):
+        runs at start-up or in a worker thread, never on the event loop."""
+        settings = self.state.settings
+        old, self.writer = self.writer, None
+        if old is not None:
+            old.close()
+        if settings is None or not settings.file.audit.enabled:
+            self._path = None
+            return
+        self._path = settings.audit_path
+        # No waiting for stragglers (it would add to every request's latency): requests that
+        # queue while one commit runs share the next.
+        writer = AuditWriter(
+            settings.audit_path, group_commit_ms=0.0, log_bodies=settings.file.audit.log_bodies
+        )
+        try:
+            writer.start()
+        except AuditUnavailable as error:
+            # Every request will be refused (503) until the database can be written.
+            log.error("Audit database unavailable: %s", error)
+        self.writer = writer
 
     def _writer(self) -> AuditWriter | None:
-        """The writer for the configured database, (re)opened when the path changes."""
+        """The current writer, or None when auditing is off."""
         settings = self.state.settings
         if settings is None or not settings.file.audit.enabled:
             return None
-        if self.writer is None or self._path != settings.audit_path:
-            if self.writer is not None:
-                self.writer.close()
-            self._path = settings.audit_path
-            # No waiting for stragglers (it would add to every request's latency): requests
-            # that queue while one commit runs share the next.
-            self.writer = AuditWriter(
-                settings.audit_path, group_commit_ms=0.0, log_bodies=settings.file.audit.log_bodies
-            )
-            try:
-                self.writer.start()
-            except AuditUnavailable as error:
-                # Every request will be refused (503) until the database can be written.
-                log.error("Audit database unavailable: %s", error)
         return self.writer
 
     def running(self) -> None:
-        self._writer()
+        self._switch_writer()
         if self._pruner is None:
             self._pruner = asyncio.get_running_loop().create_task(self._prune_regularly())
 
@@ -128,6 +145,10 @@ class Audit:
     async def request(self, flow: http.HTTPFlow) -> None:
         if keys.PROVIDER not in flow.metadata and keys.REFUSED not in flow.metadata:
             return  # plain HTTP to some other host: not ours to audit
+        if self._stale():  # the config named another database: switch off the loop, once
+            async with self._switching:
+                if self._stale():
+                    await asyncio.to_thread(self._switch_writer)
         writer = self._writer()
         if writer is None:
             return

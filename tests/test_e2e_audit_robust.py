@@ -150,3 +150,26 @@ def test_bodies_logged_with_credentials_redacted(tmp_path: Path, mock: MockUpstr
     assert sent["model"] == "gpt-4o-mini"
     assert gw.keys["bob"] not in request_body and "lmk_..." in request_body
     assert "Hello" in response_body
+
+
+def test_audit_path_change_on_reload_moves_to_the_new_database(
+    tmp_path: Path, mock: MockUpstream
+) -> None:
+    gw = make_gateway(tmp_path, mock)
+    gw.start()
+    try:
+        with client(gw) as http:
+            assert chat(http, gw, model="before-move").status_code == 200
+            gw.config.write_text(gw.config.read_text().replace('"audit.db"', '"moved.db"'))
+            moved = tmp_path / "moved.db"
+            deadline = time.monotonic() + 10
+            while not moved.exists():  # the first request after the reload opens it
+                assert time.monotonic() < deadline, gw.log.read_text()
+                assert chat(http, gw, model="after-move").status_code == 200
+                time.sleep(0.3)
+            assert chat(http, gw, model="after-move").status_code == 200
+            time.sleep(0.5)
+        assert {r["model"] for r in rows(moved)} == {"after-move"}
+        assert "before-move" in {r["model"] for r in rows(gw.audit_db)}
+    finally:
+        gw.stop()
