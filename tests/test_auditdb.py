@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from llamakey.auditdb import (
+from llamakey.audit import (
     GENESIS_HASH,
     REPORT_COLUMNS,
     REQUEST_COLUMNS,

@@ -25,16 +25,17 @@ from mitmproxy.addons import onboarding
 from mitmproxy.proxy.layers.http import _hooks as http_hooks
 from mitmproxy.test import taddons, tflow
 
-from llamakey import config, credentials, redact
+from llamakey import config, credentials
 from llamakey import state as keys
-from llamakey.authenticate import Authenticate
-from llamakey.configload import ConfigLoader
-from llamakey.errors import Refusal, error_body, proxy_auth_required, refusal_response
 from llamakey.gateway import gateway_addons
-from llamakey.identify import IdentifyProvider
-from llamakey.keyswap import KeySwap
 from llamakey.providers import BUILTIN_PROVIDERS, Carrier, ErrorShape, ProviderIndex
+from llamakey.refusals import Refusal, error_body, proxy_auth_required, refusal_response
 from llamakey.state import GatewayState
+from llamakey.steps import redact
+from llamakey.steps.authenticate import Authenticate
+from llamakey.steps.configload import ConfigLoader
+from llamakey.steps.identify import IdentifyProvider
+from llamakey.steps.keyswap import KeySwap
 
 # Fake real provider keys (what the provider must get, and what must never leak).
 REAL = {
@@ -1290,7 +1291,7 @@ async def test_config_loader_reload(tmp_path: Path, caplog: pytest.LogCaptureFix
 
 
 async def test_chunked_plain_answer_streams_and_is_metered(state: GatewayState) -> None:
-    from llamakey.meter import USAGE, Meter
+    from llamakey.steps.meter import USAGE, Meter
 
     meter = Meter(state)
     body = json.dumps({"model": "gpt-4o-mini", "messages": []}).encode()
@@ -1315,7 +1316,7 @@ async def test_chunked_plain_answer_streams_and_is_metered(state: GatewayState) 
 
 
 async def test_plain_answer_of_known_size_is_read_whole(state: GatewayState) -> None:
-    from llamakey.meter import Meter
+    from llamakey.steps.meter import Meter
 
     meter = Meter(state)
     with mitm_context(meter):

@@ -21,8 +21,8 @@ from mitmproxy import connection, http
 from llamakey import credentials
 from llamakey import state as keys
 from llamakey.config import User
-from llamakey.errors import Refusal, proxy_auth_required, refuse
 from llamakey.providers import Carrier
+from llamakey.refusals import Refusal, proxy_auth_required, refuse
 from llamakey.state import GatewayState
 
 

@@ -205,7 +205,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from llamakey import auditdb
+    from llamakey import audit as auditdb
 
     settings = _load(args.config)
     if not settings.audit_path.exists():
@@ -217,7 +217,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from llamakey import auditdb
+    from llamakey import audit as auditdb
 
     settings = _load(args.config)
     result = auditdb.verify(settings.audit_path)

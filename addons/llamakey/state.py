@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from mitmproxy import http
 
-from llamakey import errors
+from llamakey import refusals as errors
 from llamakey.config import ResolvedProvider, Settings
 from llamakey.credentials import Scrubber
 

@@ -12,10 +12,10 @@ import gc
 from genai_prices.data_snapshot import get_snapshot
 from mitmproxy import http
 
-from llamakey import meter
 from llamakey import state as keys
 from llamakey.pricing import PriceOverride, cost_usd
 from llamakey.state import GatewayState
+from llamakey.steps import meter
 from llamakey.usage import Usage
 
 COST = "lmk.cost_usd"

@@ -14,8 +14,8 @@ from mitmproxy import connection, http
 from mitmproxy.proxy import server_hooks
 
 from llamakey import state as keys
-from llamakey.errors import Refusal, refuse
 from llamakey.providers import ErrorShape
+from llamakey.refusals import Refusal, refuse
 from llamakey.state import GatewayState
 
 

@@ -7,15 +7,15 @@ each hook along it.
 
 from __future__ import annotations
 
-from llamakey.audit import Audit
-from llamakey.authenticate import Authenticate
-from llamakey.configload import ConfigLoader
-from llamakey.identify import IdentifyProvider
-from llamakey.keyswap import KeySwap
-from llamakey.meter import Meter
-from llamakey.redact import Redact
-from llamakey.settle import Settle
 from llamakey.state import GatewayState
+from llamakey.steps.audit import Audit
+from llamakey.steps.authenticate import Authenticate
+from llamakey.steps.configload import ConfigLoader
+from llamakey.steps.identify import IdentifyProvider
+from llamakey.steps.keyswap import KeySwap
+from llamakey.steps.meter import Meter
+from llamakey.steps.redact import Redact
+from llamakey.steps.settle import Settle
 
 
 def gateway_addons(state: GatewayState | None = None) -> list[object]:

@@ -19,11 +19,11 @@ from typing import Any
 
 from mitmproxy import http
 
-from llamakey import meter, settle
 from llamakey import state as keys
-from llamakey.auditdb import AuditUnavailable, AuditWriter
-from llamakey.errors import STATUS, Refusal, refuse
+from llamakey.audit import AuditUnavailable, AuditWriter
+from llamakey.refusals import STATUS, Refusal, refuse
 from llamakey.state import GatewayState
+from llamakey.steps import meter, settle
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0

@@ -12,8 +12,8 @@ from mitmproxy import http
 
 from llamakey import credentials
 from llamakey import state as keys
-from llamakey.errors import Refusal, refuse
 from llamakey.providers import Carrier
+from llamakey.refusals import Refusal, refuse
 from llamakey.state import GatewayState
 
 
