@@ -18,7 +18,7 @@ from llamakey import ca, config
 from llamakey.cli import main
 from llamakey.providers import BUILTIN_PROVIDERS
 
-SHIPPED = Path(__file__).resolve().parent.parent / "lmk_config.toml"
+SHIPPED = Path(__file__).resolve().parents[2] / "lmk_config.toml"
 
 CLIENT_VARS = (
     "HTTPS_PROXY",

@@ -286,7 +286,7 @@ def test_no_credential_in_any_table_and_usage_report(gateway: Gateway) -> None:
 
 
 def test_readme_sql_recipes_run_on_the_audit_database(gateway: Gateway) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme.split("```sql", 1)[1].split("```", 1)[0]
     recipes = [q.strip() for q in block.split(";") if q.strip()]
     assert len(recipes) == 5

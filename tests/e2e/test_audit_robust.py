@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import make_gateway
 from tests.harness import Gateway, run_lmk
 from tests.mock_upstream import MockUpstream
-from tests.test_e2e_audit import client, rows
+from tests.e2e.test_audit import client, rows
 
 
 @pytest.fixture

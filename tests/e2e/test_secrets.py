@@ -17,7 +17,7 @@ from tests.conftest import make_gateway
 from tests.harness import REAL_KEYS, VENV_BIN, Gateway, free_port, run_client
 from tests.mock_upstream import MockUpstream
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 CALLS = """
 import os, subprocess
