@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from tests.conftest import make_gateway
+from tests.e2e.test_audit import client, rows
 from tests.harness import Gateway, run_lmk
 from tests.mock_upstream import MockUpstream
-from tests.e2e.test_audit import client, rows
 
 
 @pytest.fixture
