@@ -34,8 +34,12 @@ def new_master_key() -> str:
 
 
 def key_sha256(key: str) -> str:
-    """The stored form of a master key."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    """The stored form of a master key.
+
+    Header bytes that are not UTF-8 reach us as surrogate escapes; hashing them back to the
+    bytes the client sent keeps a malformed key a wrong key, never an exception.
+    """
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def normalise(value: str) -> str:

@@ -1,15 +1,18 @@
 """The gateway: our addons in data-path order, around one shared state.
 
-identify the provider -> authenticate -> swap in the real key -> stream and meter ->
-settle usage and cost -> audit -> redact. The order is the order of the list; mitmproxy calls
-each hook along it.
+identify the provider -> authenticate -> authorize -> write the audit row ahead -> swap in the
+real key -> (upstream) -> stream and meter -> settle usage and cost -> complete the audit row
+-> redact. mitmproxy calls each hook along the list in this order, so for every hook the
+steps run as the data path reads: `request` reaches the key swap only after authorize and the
+write-ahead row, and `response` completes the row only after meter and settle.
 """
 
 from __future__ import annotations
 
 from llamakey.state import GatewayState
-from llamakey.steps.audit import Audit
+from llamakey.steps.audit import AuditLog, CompleteAudit, WriteAhead
 from llamakey.steps.authenticate import Authenticate
+from llamakey.steps.authorize import Authorize
 from llamakey.steps.configload import ConfigLoader
 from llamakey.steps.identify import IdentifyProvider
 from llamakey.steps.keyswap import KeySwap
@@ -21,13 +24,17 @@ from llamakey.steps.settle import Settle
 def gateway_addons(state: GatewayState | None = None) -> list[object]:
     """Fresh instances of every LlaMaKey addon, sharing one state."""
     state = state or GatewayState()
+    audit_log = AuditLog(state)
     return [
         ConfigLoader(state),
+        audit_log,
         IdentifyProvider(state),
         Authenticate(state),
+        Authorize(state),
+        WriteAhead(state, audit_log),
         KeySwap(state),
         Meter(state),
         Settle(state),
-        Audit(state),
+        CompleteAudit(state, audit_log),
         Redact(state),
     ]

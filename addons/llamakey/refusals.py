@@ -15,8 +15,6 @@ from mitmproxy import http
 
 from llamakey.providers import ErrorShape
 
-REFUSED = "lmk.refused"  # flow.metadata: the Refusal value when the gateway answered itself
-
 
 class Refusal(StrEnum):
     """Why the gateway answered itself; the value is the audit log's `refused_by`."""
@@ -31,6 +29,7 @@ class Refusal(StrEnum):
     BLOCKED_HOST = "blocked_host"
     NO_PROVIDER_KEY = "no_provider_key"
     AUDIT_UNAVAILABLE = "audit_unavailable"
+    NOT_CLEARED = "not_cleared"  # a step of the data path did not run: fail closed
 
 
 # status, OpenAI type, Anthropic type, Google status
@@ -55,6 +54,7 @@ STATUS: dict[Refusal, int] = {
     Refusal.BLOCKED_HOST: 403,
     Refusal.NO_PROVIDER_KEY: 500,
     Refusal.AUDIT_UNAVAILABLE: 503,
+    Refusal.NOT_CLEARED: 500,
 }
 
 
@@ -94,12 +94,6 @@ def refusal_response(shape: ErrorShape, refusal: Refusal, message: str) -> http.
     if refusal is Refusal.AUDIT_UNAVAILABLE:
         headers["retry-after"] = "2"
     return http.Response.make(status, body, headers)
-
-
-def refuse(flow: http.HTTPFlow, shape: ErrorShape, refusal: Refusal, message: str) -> None:
-    """Answer `flow` ourselves: nothing goes upstream, and the audit log names the rule."""
-    flow.metadata[REFUSED] = refusal.value
-    flow.response = refusal_response(shape, refusal, message)
 
 
 def proxy_auth_required(message: str) -> http.Response:

@@ -1,22 +1,13 @@
-"""State shared by the gateway's addons, and the flow metadata keys they agree on."""
+"""State shared by the gateway's steps: the live configuration, and every flow's own state."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mitmproxy import http
-
-from llamakey import refusals as errors
 from llamakey.config import ResolvedProvider, Settings
 from llamakey.credentials import Scrubber
-
-# flow.metadata keys (values stay tnetstring-serialisable: saved flows carry them).
-PROVIDER = "lmk.provider"  # provider name, set for every flow to a provider host
-USER = "lmk.user"  # user name once authenticated
-GROUPS = "lmk.groups"  # list of group names
-MARKER = "lmk.marker"  # what stands in for the credential wherever the flow is shown
-CARRIERS = "lmk.carriers"  # where the client put its credential (Carrier values)
-REFUSED = errors.REFUSED  # Refusal value when the gateway answered itself
+from llamakey.flowstate import FlowState, FlowStates
+from llamakey.identity import MasterKeys
 
 
 @dataclass
@@ -25,14 +16,16 @@ class GatewayState:
 
     settings: Settings | None = None
     scrubber: Scrubber = field(default_factory=lambda: Scrubber(()))
+    master_keys: MasterKeys = field(default_factory=MasterKeys)
+    flows: FlowStates = field(default_factory=FlowStates)
 
     def install(self, settings: Settings) -> None:
         self.settings = settings
         self.scrubber = Scrubber(settings.real_keys)
+        self.master_keys = MasterKeys(settings.users_by_hash)
 
-    def provider_of(self, flow: http.HTTPFlow) -> ResolvedProvider | None:
+    def provider_of(self, flow: FlowState | None) -> ResolvedProvider | None:
         """The resolved provider a flow was identified as going to, if any."""
-        name = flow.metadata.get(PROVIDER)
-        if name is None or self.settings is None:
+        if flow is None or flow.provider is None or self.settings is None:
             return None
-        return self.settings.providers.get(name)
+        return self.settings.providers.get(flow.provider)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import make_gateway
 from tests.e2e.test_audit import client, rows
-from tests.harness import Gateway, run_lmk
+from tests.harness import Gateway, run_lmk, wait_until
 from tests.mock_upstream import MockUpstream
 
 
@@ -79,8 +79,8 @@ def test_kill_9_under_load_leaves_a_row_for_every_request_upstream(
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
     for thread in threads:
         thread.start()
-    while len(mock.seen) < 60:
-        time.sleep(0.01)
+    wait_until(lambda: len(mock.seen) >= 60 or errors, "60 requests at the mock", timeout=60)
+    assert not errors, errors
     assert own_gateway.process is not None
     os.kill(own_gateway.process.pid, signal.SIGKILL)
     for thread in threads:
@@ -104,7 +104,10 @@ def test_audit_verify_names_the_altered_and_the_deleted_row(
     with client(own_gateway) as http:
         for n in range(5):
             assert chat(http, own_gateway, model=f"verify-{n}").status_code == 200
-    time.sleep(0.5)
+    wait_until(
+        lambda: len(rows(own_gateway.audit_db, "completed_ts is not null")) == 5,
+        "the five rows to be completed",
+    )
     own_gateway.stop()
     assert run_lmk(own_gateway.config, "audit", "verify").returncode == 0
     pristine = sqlite3.connect(":memory:")
@@ -142,7 +145,7 @@ def test_bodies_logged_with_credentials_redacted(tmp_path: Path, mock: MockUpstr
                 headers={"authorization": f"Bearer {gw.keys['alice']}"},
             )
         assert response.status_code == 200
-        time.sleep(0.5)
+        wait_until(lambda: bodies_stored(gw.audit_db) == 1, "the bodies row")
     finally:
         gw.stop()
     with sqlite3.connect(gw.audit_db) as conn:
@@ -177,3 +180,12 @@ def test_audit_path_change_on_reload_moves_to_the_new_database(
         assert "before-move" in {r["model"] for r in rows(gw.audit_db)}
     finally:
         gw.stop()
+
+
+def bodies_stored(db: Path) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        try:
+            (count,) = conn.execute("select count(*) from bodies").fetchone()
+        except sqlite3.OperationalError:  # the table is made with the first bodies
+            return 0
+        return int(count)

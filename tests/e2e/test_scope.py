@@ -70,7 +70,13 @@ def test_non_provider_https_is_tunneled_untouched(
     ca.configure_trust(context)  # trusts only the origin's CA: our proxy's CA would fail here
     conn = connect_through(gateway.port, "localhost", port, context)
     conn.connect()
-    issuer = dict(x[0] for x in conn.sock.getpeercert()["issuer"])  # type: ignore[attr-defined]
+    sock = conn.sock
+    assert isinstance(sock, ssl.SSLSocket)
+    cert = sock.getpeercert()
+    assert cert is not None
+    # typeshed's _PeerCertRetDictType is loose; the issuer is ((("name", "value"),), ...).
+    rdns: tuple[tuple[tuple[str, str], ...], ...] = cert["issuer"]  # type: ignore[assignment]
+    issuer = dict(rdn[0] for rdn in rdns)
     assert issuer["organizationName"] == "Origin Test CA"
     conn.request("GET", "/")
     assert conn.getresponse().read() == b"hello from the origin"

@@ -6,7 +6,7 @@ import pytest
 from mitmproxy.proxy.layers.http import _hooks as http_hooks
 
 from llamakey import config, credentials
-from llamakey import state as keys
+from llamakey import flowstate as keys
 from llamakey.gateway import gateway_addons
 from llamakey.providers import ErrorShape
 from llamakey.refusals import Refusal
@@ -81,14 +81,14 @@ async def test_authenticate_valid_key_in_each_carrier(
         assert f.response is None
         assert f.metadata[keys.USER] == "alice"
         assert f.metadata[keys.GROUPS] == ["research"]
-        marker = f.metadata[keys.MARKER]
+        marker = state.flows(f).marker
         assert marker == f"lmk_...{ALICE_KEY[-4:]} (alice)"
         shown = request_text(f)
         assert ALICE_KEY not in shown
         assert ALICE_KEY[4:] not in shown
         ((carrier, value),) = credentials.presented(f.request)
         assert value == marker
-        assert f.metadata[keys.CARRIERS] == [carrier.value]
+        assert state.flows(f).carriers == [carrier]
 
 
 @pytest.mark.parametrize(
@@ -178,8 +178,8 @@ async def test_proxy_credentials_authenticate_the_tunnel(state: GatewayState) ->
         authenticate(state, f, auth)
         assert f.response is None
         assert f.metadata[keys.USER] == "alice"
-        assert f.request.headers["authorization"] == f"Bearer {f.metadata[keys.MARKER]}"
-        assert "(alice)" in f.metadata[keys.MARKER]
+        assert f.request.headers["authorization"] == f"Bearer {state.flows(f).marker}"
+        assert "(alice)" in state.flows(f).marker
         assert "sk-dummy" not in request_text(f)
 
         # No key at all in the tunnel also works.

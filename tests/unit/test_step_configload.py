@@ -10,7 +10,6 @@ import pytest
 from mitmproxy.addons import onboarding
 
 from llamakey.state import GatewayState
-from llamakey.steps.authenticate import Authenticate
 from llamakey.steps.configload import ConfigLoader
 from tests.unit.builders import (
     ALICE_KEY,
@@ -46,15 +45,14 @@ async def test_config_loader_reload(tmp_path: Path, caplog: pytest.LogCaptureFix
     path.write_text(toml_config(("alice", ALICE_KEY)), encoding="utf-8")
     state = GatewayState()
     loader = ConfigLoader(state)
-    auth = Authenticate(state)
     onboard = onboarding.Onboarding()  # type: ignore[no-untyped-call]
     with mitm_context(onboard, loader) as tctx:
         tctx.configure(loader, lmk_config=str(path))
         first = state.settings
         assert first is not None
         assert tctx.options.allow_hosts == [first.index.allow_hosts_regex()]
-        assert auth.lookup(ALICE_KEY) is not None
-        assert auth.lookup(BOB_KEY) is None
+        assert state.master_keys.find(ALICE_KEY) is not None
+        assert state.master_keys.find(BOB_KEY) is None
         assert await loader.reload_if_changed() is False  # nothing changed
 
         # A valid edit takes effect: bob is accepted.
@@ -62,7 +60,7 @@ async def test_config_loader_reload(tmp_path: Path, caplog: pytest.LogCaptureFix
         assert await loader.reload_if_changed() is True
         second = state.settings
         assert second is not first
-        user = auth.lookup(BOB_KEY)
+        user = state.master_keys.find(BOB_KEY)
         assert user is not None and user.name == "bob"
 
         # An invalid edit is refused with a logged error, and the running config stays.
@@ -70,7 +68,7 @@ async def test_config_loader_reload(tmp_path: Path, caplog: pytest.LogCaptureFix
         with caplog.at_level(logging.ERROR):
             assert await loader.reload_if_changed() is False
         assert state.settings is second
-        user = auth.lookup(BOB_KEY)
+        user = state.master_keys.find(BOB_KEY)
         assert user is not None and user.name == "bob"
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1

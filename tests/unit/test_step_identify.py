@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llamakey import state as keys
+from llamakey import flowstate as keys
 from llamakey.providers import ErrorShape
 from llamakey.refusals import Refusal
 from llamakey.state import GatewayState

@@ -11,12 +11,14 @@ from mitmproxy import flow, hooks, http, io
 from mitmproxy.proxy.layers.http import _hooks as http_hooks
 
 from llamakey import credentials
-from llamakey import state as keys
+from llamakey import flowstate as keys
 from llamakey.gateway import gateway_addons
 from llamakey.providers import Carrier, ErrorShape
 from llamakey.refusals import Refusal
 from llamakey.state import GatewayState
 from llamakey.steps.authenticate import Authenticate
+from llamakey.steps.authorize import Authorize
+from llamakey.steps.identify import IdentifyProvider
 from llamakey.steps.keyswap import KeySwap
 from tests.unit.builders import (
     ALICE_KEY,
@@ -42,7 +44,17 @@ def through_request(
     state: GatewayState, f: http.HTTPFlow, swap: KeySwap, auth: Authenticate | None = None
 ) -> None:
     authenticate(state, f, auth)
+    cleared(state, f)
     swap.request(f)
+
+
+def cleared(state: GatewayState, f: http.HTTPFlow) -> None:
+    """The steps between authenticate and the key swap: identify the request, authorize it,
+    and (as WriteAhead does once its row is committed; its own tests cover that) audit it."""
+    IdentifyProvider(state).request(f)
+    Authorize(state).request(f)
+    if f.response is None:
+        state.flows(f).audited = True
 
 
 def upstream_response(content: bytes = b'{"ok": true}') -> http.Response:
@@ -134,7 +146,32 @@ async def test_keyswap_puts_real_key_in_the_clients_carrier_then_removes_it(
         shown = request_text(f)
         assert key not in shown
         assert ALICE_KEY not in shown
-        assert credentials.presented(f.request) == [(carrier, f.metadata[keys.MARKER])]
+        assert credentials.presented(f.request) == [(carrier, state.flows(f).marker)]
+
+
+@pytest.mark.parametrize("skipped", ["authorize", "audit"])
+async def test_keyswap_refuses_a_flow_that_skipped_a_step(
+    state: GatewayState, skipped: str
+) -> None:
+    """Fail closed: a flow that was not authorized or audited gets no key and goes nowhere."""
+    swap = KeySwap(state)
+    with mitm_context(swap):
+        f = authenticate(
+            state,
+            provider_flow(
+                "https://api.openai.com/v1/models", {"Authorization": f"Bearer {ALICE_KEY}"}
+            ),
+        )
+        IdentifyProvider(state).request(f)
+        if skipped != "authorize":
+            Authorize(state).request(f)
+        if skipped != "audit":
+            state.flows(f).audited = True
+        swap.request(f)
+        assert f.response is not None and f.response.status_code == 500
+        assert f.metadata[keys.REFUSED] == Refusal.NOT_CLEARED.value
+        assert REAL["openai"] not in request_text(f)
+        assert swap.armed == {}
 
 
 async def test_keyswap_without_provider_key_answers_500_naming_the_setting(
@@ -223,7 +260,7 @@ async def test_keyswap_uses_default_carrier_for_proxy_authenticated_tunnel(
         assert f.request.headers["x-api-key"] == REAL["anthropic"]
         f.response = upstream_response()
         swap.responseheaders(f)
-        assert f.request.headers["x-api-key"] == f.metadata[keys.MARKER]
+        assert f.request.headers["x-api-key"] == state.flows(f).marker
 
 
 # A saved flow file holds no key

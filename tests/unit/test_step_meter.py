@@ -6,24 +6,33 @@ import json
 
 from mitmproxy import http
 
-from llamakey import state as keys
 from llamakey.state import GatewayState
+from llamakey.steps.identify import IdentifyProvider
 from tests.unit.builders import (
     mitm_context,
     provider_flow,
 )
 
+
+def identified(state: GatewayState, f: http.HTTPFlow) -> None:
+    """Pass `f` through identify and authenticate as alice's request."""
+    IdentifyProvider(state).requestheaders(f)
+    IdentifyProvider(state).request(f)
+    fs = state.flows(f)
+    fs.user, fs.authenticated = "alice", True
+
+
 # Meter: answers of unknown size pass through chunk by chunk, and are still metered
 
 
 async def test_chunked_plain_answer_streams_and_is_metered(state: GatewayState) -> None:
-    from llamakey.steps.meter import USAGE, Meter
+    from llamakey.steps.meter import Meter
 
     meter = Meter(state)
     body = json.dumps({"model": "gpt-4o-mini", "messages": []}).encode()
     with mitm_context(meter):
         f = provider_flow("https://api.openai.com/v1/chat/completions", content=body)
-        f.metadata.update({keys.PROVIDER: "openai", keys.USER: "alice"})
+        identified(state, f)
         meter.request(f)
         answer = json.dumps(
             {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 5}}
@@ -37,8 +46,9 @@ async def test_chunked_plain_answer_streams_and_is_metered(state: GatewayState) 
         assert [tap(part) for part in halves] == halves  # forwarded as they come
         tap(b"")
         meter.response(f)
-    assert f.metadata[USAGE]["input_tokens"] == 11
-    assert f.metadata[USAGE]["output_tokens"] == 5
+    usage = state.flows(f).usage
+    assert usage is not None
+    assert (usage.input_tokens, usage.output_tokens) == (11, 5)
 
 
 async def test_plain_answer_of_known_size_is_read_whole(state: GatewayState) -> None:
@@ -47,7 +57,7 @@ async def test_plain_answer_of_known_size_is_read_whole(state: GatewayState) -> 
     meter = Meter(state)
     with mitm_context(meter):
         f = provider_flow("https://api.openai.com/v1/embeddings", content=b'{"model":"m"}')
-        f.metadata.update({keys.PROVIDER: "openai", keys.USER: "alice"})
+        identified(state, f)
         meter.request(f)
         f.response = http.Response.make(200, b"{}", {"content-type": "application/json"})
         meter.responseheaders(f)

@@ -7,7 +7,6 @@ import logging
 import pytest
 
 from llamakey import config, credentials
-from llamakey import state as keys
 from llamakey.state import GatewayState
 from llamakey.steps import redact
 from tests.unit.builders import (
@@ -61,6 +60,6 @@ async def test_redact_replaces_proxyauth_password_in_metadata(state: GatewayStat
     with mitm_context():
         f = provider_flow("https://api.openai.com/v1/models")
         f.metadata["proxyauth"] = ("alice", ALICE_KEY)
-        f.metadata[keys.MARKER] = credentials.marker(ALICE_KEY, "alice")
+        state.flows(f).marker = credentials.marker(ALICE_KEY, "alice")
         addon.requestheaders(f)
-        assert f.metadata["proxyauth"] == ("alice", f.metadata[keys.MARKER])
+        assert f.metadata["proxyauth"] == ("alice", state.flows(f).marker)

@@ -1,9 +1,10 @@
 """Audit: every provider flow and every refusal, written ahead to SQLite.
 
-A request goes upstream only after its row is committed; if the database cannot be written,
-the request is refused with a 503 in the provider's shape and nothing is served unaudited.
-The row is completed when the flow ends (answer, error or client disconnect). All SQLite work
-happens on `AuditWriter`'s thread: hooks only enqueue, or await a future.
+Two steps of the data path share one `AuditLog`: `WriteAhead` commits a request's row before
+the real key goes in (if the database cannot be written, the request is refused with a 503 in
+the provider's shape and nothing is served unaudited), and `CompleteAudit` completes the row
+once the flow has ended (answer, error or client disconnect) and been metered and settled. All
+SQLite work happens on `AuditWriter`'s thread: hooks only enqueue, or await a future.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from typing import Any
 
 from mitmproxy import http
 
-from llamakey import state as keys
 from llamakey.audit import AuditUnavailable, AuditWriter
-from llamakey.refusals import STATUS, Refusal, refuse
+from llamakey.flowstate import FlowState
+from llamakey.refusals import STATUS, Refusal
 from llamakey.state import GatewayState
-from llamakey.steps import meter, settle
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
@@ -51,16 +51,16 @@ def redact_json_text(text: str, state: GatewayState) -> str:
     return clean
 
 
-class Audit:
-    """Owns the audit writer; writes a row ahead of each request and completes it at the end."""
+class AuditLog:
+    """Owns the audit writer: opens the configured database, switches on reload, prunes."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.writer: AuditWriter | None = None
         self._path: Path | None = None
         self._pruner: asyncio.Task[None] | None = None
-        self._open: set[str] = set()
-        self._switching = asyncio.Lock()  # flow ids with a row begun and not yet finished
+        self._switching = asyncio.Lock()
+        self.open: set[str] = set()  # flow ids with a row begun and not yet completed
 
     def _stale(self) -> bool:
         """True when the writer does not match the configured database (first start, reload)."""
@@ -92,12 +92,20 @@ class Audit:
             log.error("Audit database unavailable: %s", error)
         self.writer = writer
 
-    def _writer(self) -> AuditWriter | None:
+    def current(self) -> AuditWriter | None:
         """The current writer, or None when auditing is off."""
         settings = self.state.settings
         if settings is None or not settings.file.audit.enabled:
             return None
         return self.writer
+
+    async def up_to_date(self) -> AuditWriter | None:
+        """The writer of the configured database, switching first if the config named another."""
+        if self._stale():  # switch off the loop, once
+            async with self._switching:
+                if self._stale():
+                    await asyncio.to_thread(self._switch_writer)
+        return self.current()
 
     def running(self) -> None:
         self._switch_writer()
@@ -118,83 +126,88 @@ class Audit:
             self.writer.close()
             self.writer = None
 
-    @staticmethod
-    def _begin_row(flow: http.HTTPFlow) -> dict[str, object]:
-        request = flow.request
-        return {
-            "id": flow.id,
-            "ts": datetime.fromtimestamp(request.timestamp_start, UTC),  # formatted by the writer
-            "user": flow.metadata.get(keys.USER),
-            "groups": json.dumps(flow.metadata.get(keys.GROUPS, [])),
-            "client_addr": flow.client_conn.peername[0] if flow.client_conn.peername else None,
-            "provider": flow.metadata.get(keys.PROVIDER),
-            "host": request.pretty_host,
-            "method": request.method,
-            "path": request.path.partition("?")[0],
-            "model": flow.metadata.get(meter.MODEL),
-            "stream": int(bool(flow.metadata.get(meter.STREAM))),
-            "request_bytes": len(request.raw_content or b""),
-            "refused_by": flow.metadata.get(keys.REFUSED),
-        }
+    def write_refusal(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        """A refused flow's row, begun and completed at once."""
+        writer = self.current()
+        if writer is None:
+            return
+        future = writer.begin(_begin_row(flow, state))
+        refusal = state.refusal
+        assert refusal is not None
+        status = flow.response.status_code if flow.response else STATUS[refusal]
+        fields = {"status": status, "latency_ms": 0.0, "completed_ts": datetime.now(UTC)}
+
+        def complete(begun: object) -> None:
+            if future.exception() is None:
+                writer.finish(flow.id, fields)
+
+        # The refusal's row is not awaited: nothing goes upstream, so there is nothing to hold.
+        future.add_done_callback(complete)
+
+
+class WriteAhead:
+    """Commits a request's row before anything goes upstream, and rows of refusals."""
+
+    def __init__(self, state: GatewayState, audit_log: AuditLog) -> None:
+        self.state = state
+        self.log = audit_log
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         # A CONNECT refused by a rule (blocked host, proxy auth) never reaches `request`.
-        if flow.response is not None and keys.REFUSED in flow.metadata:
-            self._write_refusal(flow)
+        state = self.state.flows.get(flow)
+        if flow.response is not None and state is not None and state.refusal is not None:
+            self.log.write_refusal(flow, state)
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        if keys.PROVIDER not in flow.metadata and keys.REFUSED not in flow.metadata:
+        state = self.state.flows.get(flow)
+        if state is None:
             return  # plain HTTP to some other host: not ours to audit
-        if self._stale():  # the config named another database: switch off the loop, once
-            async with self._switching:
-                if self._stale():
-                    await asyncio.to_thread(self._switch_writer)
-        writer = self._writer()
+        writer = await self.log.up_to_date()
         if writer is None:
+            state.audited = True  # auditing is off: the admin's choice
             return
         if flow.response is not None:  # refused earlier on the data path
-            self._write_refusal(flow)
+            if state.refusal is not None:
+                self.log.write_refusal(flow, state)
+            return
+        resolved = self.state.provider_of(state)
+        if resolved is None:
             return
         try:
-            await asyncio.wrap_future(writer.begin(self._begin_row(flow)))
+            await asyncio.wrap_future(writer.begin(_begin_row(flow, state)))
         except AuditUnavailable as error:
             log.error("Request refused, the audit log cannot be written: %s", error)
-            resolved = self.state.provider_of(flow)
-            assert resolved is not None
-            refuse(
+            state.refuse(
                 flow,
                 resolved.provider.error_shape,
                 Refusal.AUDIT_UNAVAILABLE,
                 "the audit log cannot be written; the request was not sent, retry shortly",
             )
             return
-        self._open.add(flow.id)
+        state.audited = True
+        self.log.open.add(flow.id)
 
-    def _write_refusal(self, flow: http.HTTPFlow) -> None:
-        writer = self._writer()
-        if writer is None:
-            return
-        row = self._begin_row(flow)
-        future = writer.begin(row)
-        refusal = Refusal(flow.metadata[keys.REFUSED])
-        status = flow.response.status_code if flow.response else STATUS[refusal]
-        fields = {"status": status, "latency_ms": 0.0, "completed_ts": datetime.now(UTC)}
-        # The refusal's row is not awaited: nothing goes upstream, so there is nothing to hold.
-        future.add_done_callback(lambda f: f.exception() or writer.finish(flow.id, fields))
+
+class CompleteAudit:
+    """Completes a request's row once it has been answered (or broken off), metered and settled."""
+
+    def __init__(self, state: GatewayState, audit_log: AuditLog) -> None:
+        self.state = state
+        self.log = audit_log
 
     def _finish(self, flow: http.HTTPFlow) -> None:
-        if flow.id not in self._open or self.writer is None:
+        writer = self.log.current()
+        state = self.state.flows.get(flow)
+        if flow.id not in self.log.open or writer is None or state is None:
             return
-        self._open.discard(flow.id)
+        self.log.open.discard(flow.id)
         now = time.time()
         request, response = flow.request, flow.response
-        usage = flow.metadata.get(meter.USAGE) or {}
-        first_byte = flow.metadata.get(meter.FIRST_BYTE) or (
-            response.timestamp_start if response else None
-        )
+        usage = state.usage.as_dict() if state.usage else {}
+        first_byte = state.first_byte or (response.timestamp_start if response else None)
         fields: dict[str, object] = {
             "status": response.status_code if response else None,
-            "refused_by": flow.metadata.get(keys.REFUSED),
+            "refused_by": state.refusal.value if state.refusal else None,
             "error": flow.error.msg if flow.error else None,
             "latency_ms": round(
                 (
@@ -207,7 +220,7 @@ class Audit:
             "ttfb_ms": round((first_byte - request.timestamp_start) * 1000, 3)
             if first_byte
             else None,
-            "response_bytes": _response_bytes(flow),
+            "response_bytes": _response_bytes(flow, state),
             "input_tokens": usage.get("input_tokens"),
             "output_tokens": usage.get("output_tokens"),
             "cache_read_tokens": usage.get("cache_read_tokens"),
@@ -216,13 +229,13 @@ class Audit:
             "provider_cost_usd": usage.get("provider_cost_usd"),
             "response_model": usage.get("model"),
             "finish_reason": usage.get("finish_reason"),
-            "cost_usd": flow.metadata.get(settle.COST),
-            "client_disconnected": int(bool(flow.metadata.get(meter.DISCONNECTED))),
+            "cost_usd": state.cost_usd,
+            "client_disconnected": int(state.client_disconnected),
             "completed_ts": datetime.fromtimestamp(now, UTC),
         }
-        self.writer.finish(flow.id, fields)
-        if self.writer.log_bodies:
-            self.writer.bodies(
+        writer.finish(flow.id, fields)
+        if writer.log_bodies:
+            writer.bodies(
                 flow.id,
                 _text(request.raw_content, self.state),
                 _text(response.raw_content if response else None, self.state),
@@ -235,14 +248,33 @@ class Audit:
         self._finish(flow)
 
 
-def _response_bytes(flow: http.HTTPFlow) -> int | None:
+def _begin_row(flow: http.HTTPFlow, state: FlowState) -> dict[str, object]:
+    request = flow.request
+    return {
+        "id": flow.id,
+        "ts": datetime.fromtimestamp(request.timestamp_start, UTC),  # formatted by the writer
+        "user": state.user,
+        "groups": json.dumps(list(state.groups)),
+        "client_addr": flow.client_conn.peername[0] if flow.client_conn.peername else None,
+        "provider": state.provider,
+        "host": request.pretty_host,
+        "method": request.method,
+        "path": request.path.partition("?")[0],
+        "model": state.model,
+        "stream": int(state.stream),
+        "request_bytes": len(request.raw_content or b""),
+        "refused_by": state.refusal.value if state.refusal else None,
+    }
+
+
+def _response_bytes(flow: http.HTTPFlow, state: FlowState) -> int | None:
     response = flow.response
     if response is None:
         return None
     if response.raw_content is not None:
         return len(response.raw_content)
-    if (streamed := flow.metadata.get(meter.RESPONSE_BYTES)) is not None:
-        return int(streamed)
+    if callable(response.stream):  # streamed through: its body was not kept
+        return state.response_bytes
     length = response.headers.get("content-length")
     return int(length) if length and length.isdigit() else None
 

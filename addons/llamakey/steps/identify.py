@@ -13,14 +13,16 @@ import weakref
 from mitmproxy import connection, http
 from mitmproxy.proxy import server_hooks
 
-from llamakey import state as keys
+from llamakey import usage
+from llamakey.flowstate import mirror
 from llamakey.providers import ErrorShape
-from llamakey.refusals import Refusal, refuse
+from llamakey.refusals import Refusal
 from llamakey.state import GatewayState
 
 
 class IdentifyProvider:
-    """Tags provider flows with `lmk.provider`; redirects their connections per `connect_to`."""
+    """Names the provider of each flow and what the request asks of it (API, model, stream);
+    redirects provider connections per `connect_to`."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
@@ -37,7 +39,9 @@ class IdentifyProvider:
         if flow.response or settings is None:
             return
         if self._blocking() and settings.index.lookup(flow.request.host) is None:
-            flow.metadata[keys.REFUSED] = Refusal.BLOCKED_HOST.value
+            state = self.state.flows(flow)
+            state.refusal = Refusal.BLOCKED_HOST
+            mirror(flow, state)
             flow.response = http.Response.make(
                 403,
                 f"LlaMaKey: {flow.request.host} is not an LLM provider this proxy serves",
@@ -76,25 +80,39 @@ class IdentifyProvider:
         provider = by_sni or by_host
         if provider is None:
             if self._blocking():
-                refuse(
+                self.state.flows(flow).refuse(
                     flow,
                     ErrorShape.OPENAI,
                     Refusal.BLOCKED_HOST,
                     f"{flow.request.pretty_host} is not an LLM provider this proxy serves",
                 )
             return
-        flow.metadata[keys.PROVIDER] = provider.name
+        state = self.state.flows(flow)
+        state.provider = provider.name
+        mirror(flow, state)
         if by_sni is not by_host:
-            refuse(
+            state.refuse(
                 flow,
                 provider.error_shape,
                 Refusal.MISDIRECTED,
                 f"Host {flow.request.pretty_host!r} does not match the TLS server name {sni!r}",
             )
         elif flow.request.scheme != "https":
-            refuse(
+            state.refuse(
                 flow,
                 provider.error_shape,
                 Refusal.NOT_HTTPS,
                 f"use https://{flow.request.pretty_host}: keys never travel in plain HTTP",
             )
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """With the body read: which API, which model, streamed or not (the rules and the
+        audit row need them before anything goes upstream)."""
+        state = self.state.flows.provider_flow(flow)
+        if state is None or state.provider is None:
+            return
+        request = flow.request
+        body = request.raw_content or b""
+        state.flavor = usage.api_flavor(state.provider, request.method, request.path)
+        state.model = usage.request_model(state.flavor, request.path, body)
+        state.stream = usage.is_stream_request(state.flavor, request.path, body)

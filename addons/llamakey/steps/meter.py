@@ -11,19 +11,10 @@ import time
 
 from mitmproxy import http
 
-from llamakey import state as keys
 from llamakey import usage as usage_lib
 from llamakey.credentials import Scrubber
+from llamakey.flowstate import FlowState
 from llamakey.state import GatewayState
-
-FLAVOR = "lmk.flavor"
-MODEL = "lmk.model"
-STREAM = "lmk.stream"
-USAGE = "lmk.usage"  # dict of Usage fields
-FIRST_BYTE = "lmk.first_byte"  # epoch seconds of the first body chunk sent to the client
-RESPONSE_BYTES = "lmk.response_bytes"  # bytes of a streamed answer (its body is not kept)
-DISCONNECTED = "lmk.client_disconnected"
-INJECTED_USAGE = "lmk.injected_stream_usage"
 
 _STREAMING_TYPES = (
     "text/event-stream",
@@ -66,10 +57,10 @@ type _Metering = usage_lib.StreamMeter | _BodyCopy
 class _Tap:
     """The `flow.response.stream` callable: meter each chunk, forward it at once."""
 
-    __slots__ = ("flow", "meter", "scrubber")
+    __slots__ = ("meter", "scrubber", "state")
 
-    def __init__(self, flow: http.HTTPFlow, meter: _Metering, scrubber: Scrubber) -> None:
-        self.flow = flow
+    def __init__(self, state: FlowState, meter: _Metering, scrubber: Scrubber) -> None:
+        self.state = state
         self.meter = meter
         self.scrubber = scrubber
 
@@ -77,10 +68,10 @@ class _Tap:
         if not data:  # end of the answer
             tail: bytes = self.meter.finish()
             return tail
-        metadata = self.flow.metadata
-        if FIRST_BYTE not in metadata:
-            metadata[FIRST_BYTE] = time.time()
-        metadata[RESPONSE_BYTES] = metadata.get(RESPONSE_BYTES, 0) + len(data)
+        state = self.state
+        if state.first_byte is None:
+            state.first_byte = time.time()
+        state.response_bytes += len(data)
         out = self.meter.feed(data)
         if self.scrubber.has_secret(out):
             out = self.scrubber.same_length(out)
@@ -89,65 +80,62 @@ class _Tap:
 
 
 class Meter:
-    """Marks what a request is (API flavor, model, stream) and reads the usage of its answer."""
+    """Streams answers through as they arrive and reads the usage they report."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self._meters: dict[str, _Metering] = {}
 
     def request(self, flow: http.HTTPFlow) -> None:
-        resolved = self.state.provider_of(flow)
-        if flow.response or resolved is None or keys.USER not in flow.metadata:
+        state = self.state.flows.provider_flow(flow)
+        if state is None or state.provider is None or state.flavor is None:
             return
         # The tap parses plain bytes: ask the provider not to compress the answer.
         flow.request.anticomp()
-        name = resolved.provider.name
-        body = flow.request.raw_content or b""
-        flavor = usage_lib.api_flavor(name, flow.request.method, flow.request.path)
-        flow.metadata[FLAVOR] = flavor
-        flow.metadata[MODEL] = usage_lib.request_model(flavor, flow.request.path, body)
-        flow.metadata[STREAM] = usage_lib.is_stream_request(flavor, flow.request.path, body)
-        if flow.metadata[STREAM]:
-            rewritten = usage_lib.ensure_stream_usage(flavor, name, body)
+        if state.stream:
+            body = flow.request.raw_content or b""
+            rewritten = usage_lib.ensure_stream_usage(state.flavor, state.provider, body)
             if rewritten is not None:
                 flow.request.content = rewritten
-                flow.metadata[INJECTED_USAGE] = True
+                state.injected_stream_usage = True
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if FLAVOR not in flow.metadata or flow.response is None:
+        state = self.state.flows.get(flow)
+        if state is None or state.provider is None or state.flavor is None or not flow.response:
             return
         headers = flow.response.headers
         events = headers.get("content-type", "").startswith(_STREAMING_TYPES)
-        if not events and not flow.metadata.get(STREAM) and "content-length" in headers:
+        if not events and not state.stream and "content-length" in headers:
             return  # a plain answer of known size: read whole in `response`
         # Anything else passes through as it arrives: event streams, and chunked bodies.
-        provider, flavor = flow.metadata[keys.PROVIDER], flow.metadata[FLAVOR]
         meter: _Metering
-        if events or flow.metadata.get(STREAM):
+        if events or state.stream:
             meter = usage_lib.StreamMeter(
-                provider, flavor, drop_usage_only_chunk=bool(flow.metadata.get(INJECTED_USAGE))
+                state.provider, state.flavor, drop_usage_only_chunk=state.injected_stream_usage
             )
         else:
-            meter = _BodyCopy(provider, flavor)
+            meter = _BodyCopy(state.provider, state.flavor)
         self._meters[flow.id] = meter
-        flow.response.stream = _Tap(flow, meter, self.state.scrubber)
+        flow.response.stream = _Tap(state, meter, self.state.scrubber)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        if FLAVOR not in flow.metadata or flow.response is None:
+        state = self.state.flows.get(flow)
+        if state is None or state.provider is None or state.flavor is None or not flow.response:
             return
         meter = self._meters.pop(flow.id, None)
         if meter is not None:
-            found: usage_lib.Usage | None = meter.usage
+            state.usage = meter.usage
         else:
-            found = usage_lib.usage_from_body(
-                flow.metadata[keys.PROVIDER], flow.metadata[FLAVOR], flow.response.content or b""
+            state.usage = usage_lib.usage_from_body(
+                state.provider, state.flavor, flow.response.content or b""
             )
-        if found is not None:
-            flow.metadata[USAGE] = found.as_dict()
 
     def error(self, flow: http.HTTPFlow) -> None:
         meter = self._meters.pop(flow.id, None)
+        state = self.state.flows.get(flow)
+        if state is None:
+            return
         if meter is not None:  # usage seen before the break is kept
-            flow.metadata[USAGE] = meter.usage.as_dict()
+            state.usage = meter.usage
         if flow.error and flow.error.msg == "Client disconnected.":
-            flow.metadata[DISCONNECTED] = True
+            state.client_disconnected = True

@@ -16,7 +16,6 @@ from typing import Any
 
 from mitmproxy import http
 
-from llamakey import state as keys
 from llamakey.state import GatewayState
 
 _installed_for: list[GatewayState] = []
@@ -92,4 +91,5 @@ class Redact:
         # which saved flows and mitmweb's flow download would carry.
         auth = flow.metadata.get("proxyauth")
         if auth:
-            flow.metadata["proxyauth"] = (auth[0], flow.metadata.get(keys.MARKER, "[redacted]"))
+            state = self.state.flows.get(flow)
+            flow.metadata["proxyauth"] = (auth[0], (state and state.marker) or "[redacted]")

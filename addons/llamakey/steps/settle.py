@@ -8,15 +8,14 @@ never a silent 0. The result also shows in mitmweb's comment column.
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 
 from genai_prices.data_snapshot import get_snapshot
 from mitmproxy import http
 
-from llamakey import state as keys
+from llamakey.flowstate import mirror
 from llamakey.pricing import PriceOverride, cost_usd
 from llamakey.state import GatewayState
-from llamakey.steps import meter
-from llamakey.usage import Usage
 
 COST = "lmk.cost_usd"
 
@@ -55,16 +54,17 @@ class Settle:
         return self._overrides
 
     def settle(self, flow: http.HTTPFlow) -> None:
-        found = flow.metadata.get(meter.USAGE)
-        if not found:
+        state = self.state.flows.get(flow)
+        if state is None or state.provider is None or state.usage is None:
             return
-        usage = Usage(**found)
-        model = usage.model or flow.metadata.get(meter.MODEL)
+        usage = replace(state.usage)
+        model = usage.model or state.model
         # Our own figure, from token counts: the provider's (xAI, OpenRouter, Perplexity) is
         # recorded beside it by the audit log, not in its place.
         usage.provider_cost_usd = None
-        cost = cost_usd(flow.metadata[keys.PROVIDER], model, usage, overrides=self.overrides())
-        flow.metadata[COST] = float(cost) if cost is not None else None
+        cost = cost_usd(state.provider, model, usage, overrides=self.overrides())
+        state.cost_usd = float(cost) if cost is not None else None
+        mirror(flow, state)
         tokens = (
             (usage.input_tokens or 0)
             + (usage.output_tokens or 0)
@@ -72,7 +72,7 @@ class Settle:
             + (usage.cache_write_tokens or 0)
         )
         price = f"${cost:.6f}" if cost is not None else "unpriced"
-        flow.comment = f"{flow.metadata.get(keys.USER)} | {model} | {tokens} tokens | {price}"
+        flow.comment = f"{state.user} | {model} | {tokens} tokens | {price}"
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.settle(flow)

@@ -1,0 +1,112 @@
+"""What the gateway knows about one flow, in one typed object.
+
+Each step of the data path reads and writes a `FlowState` instead of string keys in
+`flow.metadata`, so steps need not import each other for key names and the type checker sees
+every field. The states live in a `FlowStates` registry keyed weakly by the flow (as
+mitmproxy's `proxyauth.py` keys its state by connection): a state dies with its flow, and a
+copied flow (a replay, a flow loaded from a file) starts with none, so it has to pass every
+step again.
+
+Only what a saved flow should carry for the people reading it (provider, user, groups, the
+refusal, the cost) is mirrored into `flow.metadata`; nothing there is ever trusted back.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+from mitmproxy import http
+
+from llamakey.providers import Carrier, ErrorShape
+from llamakey.refusals import Refusal, refusal_response
+from llamakey.usage import Usage
+
+# flow.metadata keys of the mirror (values stay tnetstring-serialisable: saved flows carry them).
+PROVIDER = "lmk.provider"
+USER = "lmk.user"
+GROUPS = "lmk.groups"
+REFUSED = "lmk.refused"
+COST = "lmk.cost_usd"
+
+
+@dataclass(slots=True)
+class FlowState:
+    """One flow's passage through the gateway, step by step."""
+
+    # identify
+    provider: str | None = None  # set for every flow to a provider host
+    flavor: str | None = None  # which API of the provider (usage.api_flavor)
+    model: str | None = None  # the model the request asks for
+    stream: bool = False  # the request asks for a streamed answer
+    # authenticate
+    user: str | None = None
+    groups: tuple[str, ...] = ()
+    carriers: list[Carrier] = field(default_factory=list)  # where the client put credentials
+    marker: str = ""  # what stands in for the credential wherever the flow is shown
+    # the gates a request must pass before the real key goes in, each set by its own step
+    authenticated: bool = False
+    authorized: bool = False
+    audited: bool = False  # the write-ahead row is committed (or auditing is off)
+    refusal: Refusal | None = None  # why the gateway answered itself
+    # meter and settle
+    injected_stream_usage: bool = False  # we asked upstream for a usage chunk the client did not
+    first_byte: float | None = None  # epoch seconds of the first body chunk sent to the client
+    response_bytes: int = 0  # bytes of a streamed answer (its body is not kept)
+    client_disconnected: bool = False
+    usage: Usage | None = None
+    cost_usd: float | None = None
+
+    def refuse(
+        self, flow: http.HTTPFlow, shape: ErrorShape, refusal: Refusal, message: str
+    ) -> None:
+        """Answer `flow` ourselves: nothing goes upstream, and the audit log names the rule."""
+        self.refusal = refusal
+        flow.response = refusal_response(shape, refusal, message)
+        mirror(flow, self)
+
+    @property
+    def cleared(self) -> bool:
+        """True once authenticated, authorized and audited: only then may a key go in."""
+        return self.authenticated and self.authorized and self.audited and self.refusal is None
+
+
+class FlowStates:
+    """The `FlowState` of every live flow, created on first use and gone with its flow."""
+
+    def __init__(self) -> None:
+        self._states: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self, flow: http.HTTPFlow) -> FlowState:
+        """The state of `flow`, made empty if it has none yet."""
+        found = self._states.get(flow)
+        if found is None:
+            found = self._states[flow] = FlowState()
+        return found
+
+    def get(self, flow: http.HTTPFlow) -> FlowState | None:
+        """The state of `flow` if a step has made one (only provider flows and refusals)."""
+        return self._states.get(flow)
+
+    def provider_flow(self, flow: http.HTTPFlow) -> FlowState | None:
+        """The state of a flow to a provider that no step has answered yet, else None."""
+        found = self._states.get(flow)
+        if found is None or found.provider is None or flow.response is not None:
+            return None
+        return found
+
+
+def mirror(flow: http.HTTPFlow, state: FlowState) -> None:
+    """Copy what a saved flow should show into `flow.metadata`."""
+    metadata = flow.metadata
+    if state.provider is not None:
+        metadata[PROVIDER] = state.provider
+    if state.user is not None:
+        metadata[USER] = state.user
+        metadata[GROUPS] = list(state.groups)
+    if state.refusal is not None:
+        metadata[REFUSED] = state.refusal.value
+    if state.cost_usd is not None:
+        metadata[COST] = state.cost_usd
