@@ -48,6 +48,7 @@ class FlowState:
     authenticated: bool = False
     authorized: bool = False
     audited: bool = False  # the write-ahead row is committed (or auditing is off)
+    recorded: bool = False  # the flow has a row in the audit log (begun or refused)
     refusal: Refusal | None = None  # why the gateway answered itself
     # meter and settle
     injected_stream_usage: bool = False  # we asked upstream for a usage chunk the client did not

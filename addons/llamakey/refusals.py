@@ -30,6 +30,7 @@ class Refusal(StrEnum):
     NO_PROVIDER_KEY = "no_provider_key"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     NOT_CLEARED = "not_cleared"  # a step of the data path did not run: fail closed
+    INTERNAL_ERROR = "internal_error"  # a step raised: fail closed
 
 
 # status, OpenAI type, Anthropic type, Google status
@@ -55,6 +56,7 @@ STATUS: dict[Refusal, int] = {
     Refusal.NO_PROVIDER_KEY: 500,
     Refusal.AUDIT_UNAVAILABLE: 503,
     Refusal.NOT_CLEARED: 500,
+    Refusal.INTERNAL_ERROR: 500,
 }
 
 

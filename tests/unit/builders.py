@@ -105,11 +105,14 @@ def provider_flow(
     sni: str | bool | None = True,
     client: connection.Client | None = None,
     content: bytes = b"{}",
+    connect: tuple[str, int] | None = None,
 ) -> http.HTTPFlow:
-    """A request inside an intercepted TLS tunnel; `sni=True` uses the URL's host."""
+    """A request inside an intercepted TLS tunnel to `connect` (default: the URL's host and
+    port); `sni=True` uses the URL's host."""
     req = request(url, headers, content)
     f = tflow.tflow(req=req, client_conn=client)
     f.client_conn.sni = req.host if sni is True else (sni or None)
+    f.server_conn.address = connect or (req.host, req.port)  # the tunnel's CONNECT target
     return f
 
 

@@ -38,24 +38,82 @@ async def test_identify_tags_provider_flows(state: GatewayState) -> None:
 
 
 @pytest.mark.parametrize(
-    ("host", "sni", "shape"),
+    ("host", "sni", "connect", "shape"),
     [
-        ("api.anthropic.com", "api.openai.com", ErrorShape.OPENAI),
-        ("api.openai.com", "api.anthropic.com", ErrorShape.ANTHROPIC),
-        ("api.openai.com", "evil.example.net", ErrorShape.OPENAI),
+        ("api.anthropic.com", "api.openai.com", "api.openai.com", ErrorShape.OPENAI),
+        ("api.openai.com", "api.anthropic.com", "api.anthropic.com", ErrorShape.ANTHROPIC),
+        # Only provider tunnels are intercepted: here the CONNECT named openai.
+        ("api.openai.com", "evil.example.net", "api.openai.com", ErrorShape.OPENAI),
     ],
 )
 async def test_identify_refuses_host_sni_mismatch(
-    state: GatewayState, host: str, sni: str, shape: ErrorShape
+    state: GatewayState, host: str, sni: str, connect: str, shape: ErrorShape
 ) -> None:
     addon = IdentifyProvider(state)
     with mitm_context(addon):
-        f = provider_flow(f"https://{host}/v1/messages", {"x-api-key": ALICE_KEY}, sni=sni)
+        f = provider_flow(
+            f"https://{host}/v1/messages", {"x-api-key": ALICE_KEY}, sni=sni, connect=(connect, 443)
+        )
         addon.requestheaders(f)
         assert f.response is not None
         assert f.response.status_code == 421
         assert f.metadata[keys.REFUSED] == Refusal.MISDIRECTED.value
         assert host in assert_shape(shape, body(f), 421)
+
+
+@pytest.mark.parametrize(
+    ("connect", "url", "host_header", "sni"),
+    [
+        # No TLS server name: the Host header alone must not pick the key.
+        (("api.groq.com", 443), "https://api.openai.com/v1/chat/completions", None, None),
+        # A tenant-creatable name under a provider's wildcard, Host naming another provider.
+        (
+            ("mallory.endpoints.huggingface.cloud", 443),
+            "https://api.anthropic.com/v1/messages",
+            None,
+            None,
+        ),
+        # No SNI and a Host that is no provider at all, inside a provider's tunnel.
+        (("api.openai.com", 443), "https://evil.example/v1/models", None, None),
+        # An absolute-form target (or h2 :authority) naming another host than Host and SNI.
+        (
+            ("api.openai.com", 443),
+            "https://api.anthropic.com/v1/messages",
+            "api.openai.com",
+            "api.openai.com",
+        ),
+        # The same host on another port.
+        (("api.openai.com", 443), "https://api.openai.com:8443/v1/models", None, "api.openai.com"),
+        # Case and a trailing dot do not make a name differ, but the CONNECT target decides.
+        (("api.openai.com", 443), "https://API.OPENAI.COM./v1/models", None, "api.groq.com"),
+    ],
+)
+async def test_every_name_a_request_carries_must_be_its_connections_host(
+    state: GatewayState,
+    connect: tuple[str, int],
+    url: str,
+    host_header: str | None,
+    sni: str | None,
+) -> None:
+    addon = IdentifyProvider(state)
+    with mitm_context(addon):
+        f = provider_flow(url, {"authorization": f"Bearer {ALICE_KEY}"}, sni=sni, connect=connect)
+        if host_header is not None:
+            f.request.host_header = host_header
+        addon.requestheaders(f)
+        assert f.response is not None and f.response.status_code == 421
+        assert f.metadata[keys.REFUSED] == Refusal.MISDIRECTED.value
+        # The refusal belongs to the provider of the connection: it is audited as such.
+        assert state.flows(f).provider == state.settings.index.lookup(connect[0]).name  # type: ignore[union-attr]
+
+
+async def test_case_and_trailing_dot_name_the_same_host(state: GatewayState) -> None:
+    addon = IdentifyProvider(state)
+    with mitm_context(addon):
+        f = provider_flow("https://API.OpenAI.com./v1/models", connect=("api.openai.com", 443))
+        addon.requestheaders(f)
+        assert f.response is None
+        assert state.flows(f).provider == "openai"
 
 
 async def test_identify_refuses_plain_http_to_a_provider(state: GatewayState) -> None:

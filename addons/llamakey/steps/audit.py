@@ -24,6 +24,7 @@ from llamakey.audit import AuditUnavailable, AuditWriter
 from llamakey.flowstate import FlowState
 from llamakey.refusals import STATUS, Refusal
 from llamakey.state import GatewayState
+from llamakey.steps.guard import fail_closed
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
@@ -129,8 +130,9 @@ class AuditLog:
     def write_refusal(self, flow: http.HTTPFlow, state: FlowState) -> None:
         """A refused flow's row, begun and completed at once."""
         writer = self.current()
-        if writer is None:
+        if writer is None or state.recorded:
             return
+        state.recorded = True
         future = writer.begin(_begin_row(flow, state))
         refusal = state.refusal
         assert refusal is not None
@@ -152,12 +154,14 @@ class WriteAhead:
         self.state = state
         self.log = audit_log
 
+    @fail_closed
     def http_connect(self, flow: http.HTTPFlow) -> None:
         # A CONNECT refused by a rule (blocked host, proxy auth) never reaches `request`.
         state = self.state.flows.get(flow)
         if flow.response is not None and state is not None and state.refusal is not None:
             self.log.write_refusal(flow, state)
 
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         state = self.state.flows.get(flow)
         if state is None:
@@ -184,7 +188,7 @@ class WriteAhead:
                 "the audit log cannot be written; the request was not sent, retry shortly",
             )
             return
-        state.audited = True
+        state.audited = state.recorded = True
         self.log.open.add(flow.id)
 
 
@@ -198,7 +202,12 @@ class CompleteAudit:
     def _finish(self, flow: http.HTTPFlow) -> None:
         writer = self.log.current()
         state = self.state.flows.get(flow)
-        if flow.id not in self.log.open or writer is None or state is None:
+        if writer is None or state is None:
+            return
+        if flow.id not in self.log.open:
+            # Refused where no row was written yet (a step failed at or after the write-ahead).
+            if state.refusal is not None:
+                self.log.write_refusal(flow, state)
             return
         self.log.open.discard(flow.id)
         now = time.time()
@@ -241,9 +250,11 @@ class CompleteAudit:
                 _text(response.raw_content if response else None, self.state),
             )
 
+    @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 
+    @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 

@@ -23,6 +23,7 @@ from llamakey.flowstate import FlowState, mirror
 from llamakey.providers import Carrier
 from llamakey.refusals import Refusal, proxy_auth_required
 from llamakey.state import GatewayState
+from llamakey.steps.guard import fail_closed
 
 
 class Authenticate:
@@ -36,6 +37,7 @@ class Authenticate:
             weakref.WeakKeyDictionary()
         )
 
+    @fail_closed
     def http_connect(self, flow: http.HTTPFlow) -> None:
         # Taken off every CONNECT, even one already refused: mitmproxy prints CONNECT flows.
         header = flow.request.headers.pop("proxy-authorization", None)
@@ -59,6 +61,7 @@ class Authenticate:
                 f"LlaMaKey: {reason}: set HTTPS_PROXY=http://NAME:MASTER_KEY@host:port"
             )
 
+    @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         state = self.state.flows.provider_flow(flow)
         resolved = self.state.provider_of(state)

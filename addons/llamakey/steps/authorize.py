@@ -11,6 +11,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from llamakey.state import GatewayState
+from llamakey.steps.guard import fail_closed
 
 
 class Authorize:
@@ -19,6 +20,7 @@ class Authorize:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         state = self.state.flows.provider_flow(flow)
         if state is None or not state.authenticated:

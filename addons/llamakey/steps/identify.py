@@ -11,6 +11,7 @@ from __future__ import annotations
 import weakref
 
 from mitmproxy import connection, http
+from mitmproxy.net.http import url
 from mitmproxy.proxy import server_hooks
 
 from llamakey import usage
@@ -18,6 +19,7 @@ from llamakey.flowstate import mirror
 from llamakey.providers import ErrorShape
 from llamakey.refusals import Refusal
 from llamakey.state import GatewayState
+from llamakey.steps.guard import fail_closed
 
 
 class IdentifyProvider:
@@ -34,6 +36,7 @@ class IdentifyProvider:
         settings = self.state.settings
         return settings is not None and settings.file.proxy.other_hosts == "block"
 
+    @fail_closed
     def http_connect(self, flow: http.HTTPFlow) -> None:
         settings = self.state.settings
         if flow.response or settings is None:
@@ -70,41 +73,42 @@ class IdentifyProvider:
         if original := self._dialed.pop(data.server, None):
             object.__setattr__(data.server, "address", original)
 
+    @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         settings = self.state.settings
         if flow.response or settings is None:
             return
-        by_host = settings.index.lookup(flow.request.pretty_host)
-        sni = flow.client_conn.sni
-        by_sni = settings.index.lookup(sni) if sni else by_host
-        provider = by_sni or by_host
+        target = _target(flow)
+        provider = settings.index.lookup(target[0])
         if provider is None:
             if self._blocking():
                 self.state.flows(flow).refuse(
                     flow,
                     ErrorShape.OPENAI,
                     Refusal.BLOCKED_HOST,
-                    f"{flow.request.pretty_host} is not an LLM provider this proxy serves",
+                    f"{target[0]} is not an LLM provider this proxy serves",
                 )
             return
         state = self.state.flows(flow)
         state.provider = provider.name
         mirror(flow, state)
-        if by_sni is not by_host:
+        if stray := _other_names(flow, target):
             state.refuse(
                 flow,
                 provider.error_shape,
                 Refusal.MISDIRECTED,
-                f"Host {flow.request.pretty_host!r} does not match the TLS server name {sni!r}",
+                f"this connection is to {target[0]}:{target[1]}, but the request names "
+                f"{', '.join(sorted(stray))}",
             )
         elif flow.request.scheme != "https":
             state.refuse(
                 flow,
                 provider.error_shape,
                 Refusal.NOT_HTTPS,
-                f"use https://{flow.request.pretty_host}: keys never travel in plain HTTP",
+                f"use https://{target[0]}: keys never travel in plain HTTP",
             )
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         """With the body read: which API, which model, streamed or not (the rules and the
         audit row need them before anything goes upstream)."""
@@ -116,3 +120,36 @@ class IdentifyProvider:
         state.flavor = usage.api_flavor(state.provider, request.method, request.path)
         state.model = usage.request_model(state.flavor, request.path, body)
         state.stream = usage.is_stream_request(state.flavor, request.path, body)
+
+
+def _normal(host: str) -> str:
+    return host.lower().rstrip(".")
+
+
+def _target(flow: http.HTTPFlow) -> tuple[str, int]:
+    """Where this request's connection goes: the CONNECT target of its tunnel, else (plain
+    proxying, no tunnel) the host the request itself names."""
+    address = flow.server_conn.address
+    if address is not None:
+        return _normal(address[0]), address[1]
+    return _normal(flow.request.host), flow.request.port
+
+
+def _other_names(flow: http.HTTPFlow, target: tuple[str, int]) -> list[str]:
+    """Every name the request carries (TLS server name, Host or :authority, an absolute-form
+    target) that is not the connection's own host and port: one rule for where a key goes."""
+    request = flow.request
+    stray: list[str] = []
+    names = [("request target", request.host, request.port)]
+    if flow.client_conn.sni:
+        names.append(("TLS server name", flow.client_conn.sni, target[1]))
+    if (header := request.host_header) is not None:
+        try:
+            host, port = url.parse_authority(header, check=True)
+        except ValueError:
+            host, port = header, None
+        names.append(("Host", host, port if port is not None else target[1]))
+    for what, host, port in names:
+        if _normal(host) != target[0] or port != target[1]:
+            stray.append(f"{what} {host!r}" + (f" port {port}" if port != target[1] else ""))
+    return stray

@@ -16,6 +16,7 @@ from llamakey import credentials
 from llamakey.providers import Carrier
 from llamakey.refusals import Refusal
 from llamakey.state import GatewayState
+from llamakey.steps.guard import fail_closed
 
 
 class KeySwap:
@@ -27,6 +28,7 @@ class KeySwap:
         # `done` disarms what is still in flight before Save writes it.
         self.armed: dict[str, tuple[http.HTTPFlow, Carrier, str]] = {}
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         state = self.state.flows.provider_flow(flow)
         resolved = self.state.provider_of(state)
@@ -63,9 +65,11 @@ class KeySwap:
         if entry is not None:
             credentials.set_credential(flow.request, entry[1], entry[2])
 
+    @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self.disarm(flow)
 
+    @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         self.disarm(flow)
         body = flow.response.raw_content if flow.response else None
@@ -74,6 +78,7 @@ class KeySwap:
             assert flow.response is not None
             flow.response.raw_content = self.state.scrubber.same_length(body)
 
+    @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         self.disarm(flow)
 

@@ -15,6 +15,7 @@ from llamakey import usage as usage_lib
 from llamakey.credentials import Scrubber
 from llamakey.flowstate import FlowState
 from llamakey.state import GatewayState
+from llamakey.steps.guard import fail_closed
 
 _STREAMING_TYPES = (
     "text/event-stream",
@@ -86,6 +87,7 @@ class Meter:
         self.state = state
         self._meters: dict[str, _Metering] = {}
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         state = self.state.flows.provider_flow(flow)
         if state is None or state.provider is None or state.flavor is None:
@@ -99,6 +101,7 @@ class Meter:
                 flow.request.content = rewritten
                 state.injected_stream_usage = True
 
+    @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = self.state.flows.get(flow)
         if state is None or state.provider is None or state.flavor is None or not flow.response:
@@ -118,6 +121,7 @@ class Meter:
         self._meters[flow.id] = meter
         flow.response.stream = _Tap(state, meter, self.state.scrubber)
 
+    @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         state = self.state.flows.get(flow)
         if state is None or state.provider is None or state.flavor is None or not flow.response:
@@ -130,6 +134,7 @@ class Meter:
                 state.provider, state.flavor, flow.response.content or b""
             )
 
+    @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         meter = self._meters.pop(flow.id, None)
         state = self.state.flows.get(flow)

@@ -17,6 +17,7 @@ from typing import Any
 from mitmproxy import http
 
 from llamakey.state import GatewayState
+from llamakey.steps.guard import fail_closed
 
 _installed_for: list[GatewayState] = []
 
@@ -86,6 +87,7 @@ class Redact:
         install_log_scrubber(self.state)
         install_web_scrubber(self.state)
 
+    @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # mitmproxy's own proxyauth keeps the plain password (maybe a master key) in metadata,
         # which saved flows and mitmweb's flow download would carry.

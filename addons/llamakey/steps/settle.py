@@ -16,6 +16,7 @@ from mitmproxy import http
 from llamakey.flowstate import mirror
 from llamakey.pricing import PriceOverride, cost_usd
 from llamakey.state import GatewayState
+from llamakey.steps.guard import fail_closed
 
 COST = "lmk.cost_usd"
 
@@ -74,8 +75,10 @@ class Settle:
         price = f"${cost:.6f}" if cost is not None else "unpriced"
         flow.comment = f"{state.user} | {model} | {tokens} tokens | {price}"
 
+    @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         self.settle(flow)
 
+    @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         self.settle(flow)
