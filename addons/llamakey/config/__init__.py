@@ -1,358 +1,52 @@
 """`lmk_config.toml`: read with tomllib, validated with pydantic, resolved into `Settings`.
 
-Every table refuses unknown keys, and an error names the TOML path, the bad value and what was
-expected, e.g. ``proxy.listen_port: got 'eighty', expected an integer``. Values that may hold a
-secret (provider keys, extra headers) are never echoed in an error.
+- `llamakey.config.schema`: the strict tables and `parse` (errors name the TOML path and never
+  echo a secret);
+- `llamakey.config.load`: `resolve` and `load` into `Settings` (keys from ``${VAR}``);
+- `llamakey.config.edit`: comment-preserving edits (add or remove a user), imported on its own
+  (``from llamakey.config import edit``) so that the proxy does not load tomlkit.
+
+The package imports only lower layers (`llamakey.providers`, `llamakey.credentials`).
 """
 
-from __future__ import annotations
-
-import itertools
-import os
-import re
-import tomllib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
-from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from llamakey.credentials import HF_PREFIX, MASTER_PREFIX
-from llamakey.providers import (
-    BUILTIN_PROVIDERS,
-    Carrier,
-    ErrorShape,
-    Provider,
-    ProviderIndex,
+from llamakey.config.load import (
+    KeyRing,
+    ResolvedProvider,
+    Settings,
+    User,
+    default_path,
+    load,
+    resolve,
+)
+from llamakey.config.schema import (
+    DEFAULT_CONFIG_NAME,
+    AuditTable,
+    ConfigError,
+    ConfigFile,
+    GroupTable,
+    PriceTable,
+    ProviderTable,
+    ProxyTable,
+    UserTable,
+    parse,
 )
 
-DEFAULT_CONFIG_NAME = "lmk_config.toml"
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECRET_FIELDS = {"keys", "extra_headers"}
-
-
-class ConfigError(Exception):
-    """The configuration file is missing, unreadable or invalid; the message says where and why."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProxyTable(_Strict):
-    """[proxy]: where the proxy listens and what it does with non-provider traffic."""
-
-    listen_host: str = "127.0.0.1"
-    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    other_hosts: Literal["tunnel", "block"] = "tunnel"
-    proxy_auth: bool = False
-    certs_dir: str = "certs"
-    web_host: str = "127.0.0.1"
-    web_port: Annotated[int, Field(ge=0, le=65535)] = 8081
-
-
-class ProviderTable(_Strict):
-    """[providers.NAME]: overrides a built-in provider, or adds one (then `hosts` is required)."""
-
-    hosts: list[str] | None = None
-    keys: list[str] = []
-    carrier: Carrier | None = None
-    error_shape: ErrorShape | None = None
-    connect_to: str | None = None
-    upstream_ca: str | None = None
-    extra_headers: dict[str, str] = {}
-    disabled: bool = False
-
-    @field_validator("connect_to")
-    @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        if value is not None:
-            _split_host_port(value)
-        return value
-
-    @field_validator("hosts")
-    @classmethod
-    def _hostnames(cls, value: list[str] | None) -> list[str] | None:
-        for host in value or []:
-            if not re.fullmatch(r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?", host):
-                raise ValueError("expected host names like 'api.example.com' or '*.example.com'")
-        return value
-
-
-class UserTable(_Strict):
-    """[users.NAME]: one person and the SHA-256 of their master key."""
-
-    key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    groups: list[str] = []
-    disabled: bool = False
-    expires: date | datetime | None = None
-
-
-class GroupTable(_Strict):
-    """[groups.NAME]: a set of users (rules and reports hang on groups)."""
-
-    description: str = ""
-
-
-class AuditTable(_Strict):
-    """[audit]: the SQLite audit log."""
-
-    enabled: bool = True
-    path: str = "lmk_audit.db"
-    log_bodies: bool = False
-    retention_days: Annotated[int, Field(ge=0)] = 0
-
-
-class PriceTable(_Strict):
-    """[prices."MODEL"]: USD per million tokens, overriding genai-prices for that model."""
-
-    input_per_mtok: Decimal
-    output_per_mtok: Decimal
-    cache_read_per_mtok: Decimal | None = None
-    cache_write_per_mtok: Decimal | None = None
-
-
-class ConfigFile(_Strict):
-    """The whole file."""
-
-    proxy: ProxyTable = ProxyTable()
-    audit: AuditTable = AuditTable()
-    providers: dict[str, ProviderTable] = {}
-    users: dict[str, UserTable] = {}
-    groups: dict[str, GroupTable] = {}
-    prices: dict[str, PriceTable] = {}
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """A person allowed through the proxy."""
-
-    name: str
-    key_sha256: str
-    groups: tuple[str, ...]
-    disabled: bool
-    expires: datetime | None
-
-    def refusal(self, now: datetime) -> str | None:
-        """Why this user may not use the proxy now, or None."""
-        if self.disabled:
-            return "disabled"
-        if self.expires is not None and now >= self.expires:
-            return "expired"
-        return None
-
-
-@dataclass(slots=True)
-class KeyRing:
-    """The real keys of one provider, handed out round-robin."""
-
-    keys: tuple[str, ...]
-    _cycle: Iterator[str] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._cycle = itertools.cycle(self.keys)
-
-    def next(self) -> str:
-        return next(self._cycle)
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedProvider:
-    """A provider with its real keys resolved from the environment."""
-
-    provider: Provider
-    keyring: KeyRing | None
-    missing_key: str | None  # why there is no key, naming the setting to fix
-    connect_to: tuple[str, int] | None
-    upstream_ca: Path | None
-    extra_headers: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything the addons need, resolved once per (re)load."""
-
-    path: Path | None
-    file: ConfigFile
-    providers: dict[str, ResolvedProvider]
-    index: ProviderIndex
-    users_by_hash: dict[str, User]
-    certs_dir: Path
-    audit_path: Path
-
-    @property
-    def real_keys(self) -> list[str]:
-        """Every real provider key: what the scrubber must never let out."""
-        return [k for p in self.providers.values() if p.keyring for k in p.keyring.keys]
-
-
-def _split_host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected 'host:port', e.g. '127.0.0.1:9443'")
-    return host.strip("[]"), int(port)
-
-
-def _expand(value: str) -> tuple[str | None, list[str]]:
-    """Replace ${VAR} references from the environment; return (value or None, missing names)."""
-    missing = [name for name in _ENV_REF.findall(value) if not os.environ.get(name)]
-    if missing:
-        return None, missing
-    return _ENV_REF.sub(lambda m: os.environ[m.group(1)], value), []
-
-
-def _format_errors(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"])
-        loc = item["loc"]
-        # Under [providers], a bare string or a misspelt field may hold a key.
-        secret = any(str(p) in _SECRET_FIELDS for p in loc) or (
-            loc[:1] == ("providers",) and (len(loc) <= 2 or item["type"] == "extra_forbidden")
-        )
-        got = "" if secret or item["type"] == "missing" else f"got {item.get('input')!r}, "
-        message = (
-            item["msg"]
-            .replace("Input should be", "expected")
-            .replace("String should match pattern", "expected text matching")
-        )
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (not a documented setting)"
-        lines.append(f"  {path}: {got}{message}")
-    return "\n".join(lines)
-
-
-def parse(data: Mapping[str, Any], source: str = "config") -> ConfigFile:
-    """Validate parsed TOML; raise ConfigError naming each bad TOML path."""
-    try:
-        return ConfigFile.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(_format_errors(error, source)) from None
-
-
-def resolve(file: ConfigFile, path: Path | None) -> Settings:
-    """Merge the built-in catalogue with the file and resolve keys from the environment."""
-    base = path.parent if path else Path.cwd()
-    providers: dict[str, ResolvedProvider] = {}
-    for name in {*BUILTIN_PROVIDERS, *file.providers}:
-        table = file.providers.get(name, ProviderTable())
-        builtin = BUILTIN_PROVIDERS.get(name)
-        if builtin is None and not table.hosts:
-            raise ConfigError(
-                f"providers.{name}.hosts: a provider that is not built in needs hosts"
-            )
-        if table.disabled:
-            continue
-        provider = _merge_provider(name, builtin, table)
-        keys, unset_vars, master_keys = [], [], []
-        for position, ref in enumerate(table.keys):
-            value, unset = _expand(ref)
-            if value and value.startswith((MASTER_PREFIX, HF_PREFIX + MASTER_PREFIX)):
-                # A client environment (`lmk env`) sourced in the proxy's shell sets
-                # OPENAI_API_KEY & co. to a master key: never send that upstream. The entry is
-                # named, never its value.
-                named = f" ({ref})" if _ENV_REF.fullmatch(ref) else ""
-                master_keys.append(f"providers.{name}.keys[{position}]{named}")
-            elif value:
-                keys.append(value)
-            unset_vars += unset
-        if keys:
-            reason = None
-        elif master_keys:
-            reason = (
-                f"{', '.join(master_keys)} holds a LlaMaKey master key, not a provider key "
-                "(was a client's llamakey_local.env sourced in the proxy's shell?)"
-            )
-        elif unset_vars:
-            reason = (
-                f"providers.{name}.keys refers to {', '.join(unset_vars)}, "
-                "which is not set in the proxy's environment"
-            )
-        else:
-            reason = f"providers.{name}.keys is not set in {path or DEFAULT_CONFIG_NAME}"
-        extra: dict[str, str] = {}
-        for header, ref in table.extra_headers.items():
-            value, unset = _expand(ref)
-            if value:
-                extra[header.lower()] = value
-        providers[name] = ResolvedProvider(
-            provider=provider,
-            keyring=KeyRing(tuple(keys)) if keys else None,
-            missing_key=reason,
-            connect_to=_split_host_port(table.connect_to) if table.connect_to else None,
-            upstream_ca=(base / table.upstream_ca) if table.upstream_ca else None,
-            extra_headers=extra,
-        )
-    users: dict[str, User] = {}
-    for name, user in file.users.items():
-        if user.key_sha256 in users:
-            raise ConfigError(
-                f"users.{name}.key_sha256: same key as users.{users[user.key_sha256].name}"
-            )
-        users[user.key_sha256] = User(
-            name=name,
-            key_sha256=user.key_sha256,
-            groups=tuple(user.groups),
-            disabled=user.disabled,
-            expires=_as_utc(user.expires),
-        )
-    for name, user in file.users.items():
-        for group in user.groups:
-            if group not in file.groups:
-                raise ConfigError(
-                    f"users.{name}.groups: got {group!r}, expected a [groups.{group}] table"
-                )
-    return Settings(
-        path=path,
-        file=file,
-        providers=providers,
-        index=ProviderIndex(p.provider for p in providers.values()),
-        users_by_hash=users,
-        certs_dir=(base / file.proxy.certs_dir).resolve(),
-        audit_path=(base / file.audit.path).resolve(),
-    )
-
-
-def _merge_provider(name: str, builtin: Provider | None, table: ProviderTable) -> Provider:
-    carrier = table.carrier or (builtin.default_carrier if builtin else Carrier.BEARER)
-    carriers = (builtin.carriers if builtin else frozenset()) | {carrier}
-    return Provider(
-        name=name,
-        hosts=tuple(table.hosts) if table.hosts else builtin.hosts if builtin else (),
-        default_carrier=carrier,
-        carriers=carriers,
-        error_shape=table.error_shape or (builtin.error_shape if builtin else ErrorShape.OPENAI),
-        key_env=builtin.key_env if builtin else (),
-        legacy=builtin.legacy if builtin else None,
-    )
-
-
-def _as_utc(value: date | datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def load(path: Path) -> Settings:
-    """Read, validate and resolve a config file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such file (start from the lmk_config.toml shipped with LlaMaKey)"
-        ) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-    return resolve(parse(data, str(path)), path.resolve())
-
-
-def default_path() -> Path:
-    """$LMK_CONFIG, else ./lmk_config.toml."""
-    return Path(os.environ.get("LMK_CONFIG", DEFAULT_CONFIG_NAME))
+__all__ = [
+    "DEFAULT_CONFIG_NAME",
+    "AuditTable",
+    "ConfigError",
+    "ConfigFile",
+    "GroupTable",
+    "KeyRing",
+    "PriceTable",
+    "ProviderTable",
+    "ProxyTable",
+    "ResolvedProvider",
+    "Settings",
+    "User",
+    "UserTable",
+    "default_path",
+    "load",
+    "parse",
+    "resolve",
+]

@@ -1,0 +1,228 @@
+"""`lmk_config.toml` resolved into `Settings`: the built-in catalogue merged with the file,
+provider keys expanded from the environment (``${VAR}``), users indexed by key hash."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from llamakey.config.schema import (
+    DEFAULT_CONFIG_NAME,
+    ConfigError,
+    ConfigFile,
+    ProviderTable,
+    parse,
+    split_host_port,
+)
+from llamakey.credentials import HF_PREFIX, MASTER_PREFIX
+from llamakey.providers import (
+    BUILTIN_PROVIDERS,
+    Carrier,
+    ErrorShape,
+    Provider,
+    ProviderIndex,
+)
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person allowed through the proxy."""
+
+    name: str
+    key_sha256: str
+    groups: tuple[str, ...]
+    disabled: bool
+    expires: datetime | None
+
+    def refusal(self, now: datetime) -> str | None:
+        """Why this user may not use the proxy now, or None."""
+        if self.disabled:
+            return "disabled"
+        if self.expires is not None and now >= self.expires:
+            return "expired"
+        return None
+
+
+@dataclass(slots=True)
+class KeyRing:
+    """The real keys of one provider, handed out round-robin."""
+
+    keys: tuple[str, ...]
+    _cycle: Iterator[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._cycle = itertools.cycle(self.keys)
+
+    def next(self) -> str:
+        return next(self._cycle)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedProvider:
+    """A provider with its real keys resolved from the environment."""
+
+    provider: Provider
+    keyring: KeyRing | None
+    missing_key: str | None  # why there is no key, naming the setting to fix
+    connect_to: tuple[str, int] | None
+    upstream_ca: Path | None
+    extra_headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the addons need, resolved once per (re)load."""
+
+    path: Path | None
+    file: ConfigFile
+    providers: dict[str, ResolvedProvider]
+    index: ProviderIndex
+    users_by_hash: dict[str, User]
+    certs_dir: Path
+    audit_path: Path
+
+    @property
+    def real_keys(self) -> list[str]:
+        """Every real provider key: what the scrubber must never let out."""
+        return [k for p in self.providers.values() if p.keyring for k in p.keyring.keys]
+
+
+def _expand(value: str) -> tuple[str | None, list[str]]:
+    """Replace ${VAR} references from the environment; return (value or None, missing names)."""
+    missing = [name for name in _ENV_REF.findall(value) if not os.environ.get(name)]
+    if missing:
+        return None, missing
+    return _ENV_REF.sub(lambda m: os.environ[m.group(1)], value), []
+
+
+def resolve(file: ConfigFile, path: Path | None) -> Settings:
+    """Merge the built-in catalogue with the file and resolve keys from the environment."""
+    base = path.parent if path else Path.cwd()
+    providers: dict[str, ResolvedProvider] = {}
+    for name in {*BUILTIN_PROVIDERS, *file.providers}:
+        table = file.providers.get(name, ProviderTable())
+        builtin = BUILTIN_PROVIDERS.get(name)
+        if builtin is None and not table.hosts:
+            raise ConfigError(
+                f"providers.{name}.hosts: a provider that is not built in needs hosts"
+            )
+        if table.disabled:
+            continue
+        provider = _merge_provider(name, builtin, table)
+        keys, unset_vars, master_keys = [], [], []
+        for position, ref in enumerate(table.keys):
+            value, unset = _expand(ref)
+            if value and value.startswith((MASTER_PREFIX, HF_PREFIX + MASTER_PREFIX)):
+                # A client environment (`lmk env`) sourced in the proxy's shell sets
+                # OPENAI_API_KEY & co. to a master key: never send that upstream. The entry is
+                # named, never its value.
+                named = f" ({ref})" if _ENV_REF.fullmatch(ref) else ""
+                master_keys.append(f"providers.{name}.keys[{position}]{named}")
+            elif value:
+                keys.append(value)
+            unset_vars += unset
+        if keys:
+            reason = None
+        elif master_keys:
+            reason = (
+                f"{', '.join(master_keys)} holds a LlaMaKey master key, not a provider key "
+                "(was a client's llamakey_local.env sourced in the proxy's shell?)"
+            )
+        elif unset_vars:
+            reason = (
+                f"providers.{name}.keys refers to {', '.join(unset_vars)}, "
+                "which is not set in the proxy's environment"
+            )
+        else:
+            reason = f"providers.{name}.keys is not set in {path or DEFAULT_CONFIG_NAME}"
+        extra: dict[str, str] = {}
+        for header, ref in table.extra_headers.items():
+            value, unset = _expand(ref)
+            if value:
+                extra[header.lower()] = value
+        providers[name] = ResolvedProvider(
+            provider=provider,
+            keyring=KeyRing(tuple(keys)) if keys else None,
+            missing_key=reason,
+            connect_to=split_host_port(table.connect_to) if table.connect_to else None,
+            upstream_ca=(base / table.upstream_ca) if table.upstream_ca else None,
+            extra_headers=extra,
+        )
+    users: dict[str, User] = {}
+    for name, user in file.users.items():
+        if user.key_sha256 in users:
+            raise ConfigError(
+                f"users.{name}.key_sha256: same key as users.{users[user.key_sha256].name}"
+            )
+        users[user.key_sha256] = User(
+            name=name,
+            key_sha256=user.key_sha256,
+            groups=tuple(user.groups),
+            disabled=user.disabled,
+            expires=_as_utc(user.expires),
+        )
+    for name, user in file.users.items():
+        for group in user.groups:
+            if group not in file.groups:
+                raise ConfigError(
+                    f"users.{name}.groups: got {group!r}, expected a [groups.{group}] table"
+                )
+    return Settings(
+        path=path,
+        file=file,
+        providers=providers,
+        index=ProviderIndex(p.provider for p in providers.values()),
+        users_by_hash=users,
+        certs_dir=(base / file.proxy.certs_dir).resolve(),
+        audit_path=(base / file.audit.path).resolve(),
+    )
+
+
+def _merge_provider(name: str, builtin: Provider | None, table: ProviderTable) -> Provider:
+    carrier = table.carrier or (builtin.default_carrier if builtin else Carrier.BEARER)
+    carriers = (builtin.carriers if builtin else frozenset()) | {carrier}
+    return Provider(
+        name=name,
+        hosts=tuple(table.hosts) if table.hosts else builtin.hosts if builtin else (),
+        default_carrier=carrier,
+        carriers=carriers,
+        error_shape=table.error_shape or (builtin.error_shape if builtin else ErrorShape.OPENAI),
+        key_env=builtin.key_env if builtin else (),
+        legacy=builtin.legacy if builtin else None,
+    )
+
+
+def _as_utc(value: date | datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def load(path: Path) -> Settings:
+    """Read, validate and resolve a config file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file (start from the lmk_config.toml shipped with LlaMaKey)"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    return resolve(parse(data, str(path)), path.resolve())
+
+
+def default_path() -> Path:
+    """$LMK_CONFIG, else ./lmk_config.toml."""
+    return Path(os.environ.get("LMK_CONFIG", DEFAULT_CONFIG_NAME))

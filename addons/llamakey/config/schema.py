@@ -1,0 +1,150 @@
+"""The tables of `lmk_config.toml` as strict pydantic models, and `parse`, which validates.
+
+Every table refuses unknown keys, and an error names the TOML path, the bad value and what was
+expected, e.g. ``proxy.listen_port: got 'eighty', expected an integer``. Values that may hold a
+secret (provider keys, extra headers) are never echoed in an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llamakey.providers import Carrier, ErrorShape
+
+DEFAULT_CONFIG_NAME = "lmk_config.toml"
+_SECRET_FIELDS = {"keys", "extra_headers"}
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProxyTable(_Strict):
+    """[proxy]: where the proxy listens and what it does with non-provider traffic."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    other_hosts: Literal["tunnel", "block"] = "tunnel"
+    proxy_auth: bool = False
+    certs_dir: str = "certs"
+    web_host: str = "127.0.0.1"
+    web_port: Annotated[int, Field(ge=0, le=65535)] = 8081
+
+
+class ProviderTable(_Strict):
+    """[providers.NAME]: overrides a built-in provider, or adds one (then `hosts` is required)."""
+
+    hosts: list[str] | None = None
+    keys: list[str] = []
+    carrier: Carrier | None = None
+    error_shape: ErrorShape | None = None
+    connect_to: str | None = None
+    upstream_ca: str | None = None
+    extra_headers: dict[str, str] = {}
+    disabled: bool = False
+
+    @field_validator("connect_to")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_host_port(value)
+        return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _hostnames(cls, value: list[str] | None) -> list[str] | None:
+        for host in value or []:
+            if not re.fullmatch(r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?", host):
+                raise ValueError("expected host names like 'api.example.com' or '*.example.com'")
+        return value
+
+
+class UserTable(_Strict):
+    """[users.NAME]: one person and the SHA-256 of their master key."""
+
+    key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    groups: list[str] = []
+    disabled: bool = False
+    expires: date | datetime | None = None
+
+
+class GroupTable(_Strict):
+    """[groups.NAME]: a set of users (rules and reports hang on groups)."""
+
+    description: str = ""
+
+
+class AuditTable(_Strict):
+    """[audit]: the SQLite audit log."""
+
+    enabled: bool = True
+    path: str = "lmk_audit.db"
+    log_bodies: bool = False
+    retention_days: Annotated[int, Field(ge=0)] = 0
+
+
+class PriceTable(_Strict):
+    """[prices."MODEL"]: USD per million tokens, overriding genai-prices for that model."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cache_read_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+
+
+class ConfigFile(_Strict):
+    """The whole file."""
+
+    proxy: ProxyTable = ProxyTable()
+    audit: AuditTable = AuditTable()
+    providers: dict[str, ProviderTable] = {}
+    users: dict[str, UserTable] = {}
+    groups: dict[str, GroupTable] = {}
+    prices: dict[str, PriceTable] = {}
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``'host:port'`` (IPv6 in brackets) as ``(host, port)``; ValueError if it is not one."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected 'host:port', e.g. '127.0.0.1:9443'")
+    return host.strip("[]"), int(port)
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"])
+        loc = item["loc"]
+        # Under [providers], a bare string or a misspelt field may hold a key.
+        secret = any(str(p) in _SECRET_FIELDS for p in loc) or (
+            loc[:1] == ("providers",) and (len(loc) <= 2 or item["type"] == "extra_forbidden")
+        )
+        got = "" if secret or item["type"] == "missing" else f"got {item.get('input')!r}, "
+        message = (
+            item["msg"]
+            .replace("Input should be", "expected")
+            .replace("String should match pattern", "expected text matching")
+        )
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not a documented setting)"
+        lines.append(f"  {path}: {got}{message}")
+    return "\n".join(lines)
+
+
+def parse(data: Mapping[str, Any], source: str = "config") -> ConfigFile:
+    """Validate parsed TOML; raise ConfigError naming each bad TOML path."""
+    try:
+        return ConfigFile.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
