@@ -155,7 +155,10 @@ def test_bodies_logged_with_credentials_redacted(tmp_path: Path, mock: MockUpstr
     sent = json.loads(request_body)
     assert sent["api_key"] == "[redacted]"
     assert sent["model"] == "gpt-4o-mini"
-    assert gw.keys["bob"] not in request_body and "lmk_..." in request_body
+    # bob's key pasted into alice's prompt was masked before the request went upstream.
+    assert gw.keys["bob"] not in request_body
+    assert "my key is " + "*" * len(gw.keys["bob"]) in request_body
+    assert not any(gw.keys["bob"].encode() in seen.body for seen in mock.seen)
     assert "Hello" in response_body
 
 

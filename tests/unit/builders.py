@@ -16,7 +16,9 @@ from llamakey import config, credentials
 from llamakey.providers import ErrorShape
 from llamakey.state import GatewayState
 from llamakey.steps.authenticate import Authenticate
+from llamakey.steps.authorize import Authorize
 from llamakey.steps.identify import IdentifyProvider
+from llamakey.steps.keyswap import KeySwap
 
 # Fake real provider keys (what the provider must get, and what must never leak).
 REAL = {
@@ -198,3 +200,20 @@ def authenticate(
 
 def fill(url: str, headers: Mapping[str, str], key: str) -> tuple[str, dict[str, str]]:
     return url.replace("{}", key), {k: v.replace("{}", key) for k, v in headers.items()}
+
+
+def through_request(
+    state: GatewayState, f: http.HTTPFlow, swap: KeySwap, auth: Authenticate | None = None
+) -> None:
+    authenticate(state, f, auth)
+    cleared(state, f)
+    swap.request(f)
+
+
+def cleared(state: GatewayState, f: http.HTTPFlow) -> None:
+    """The steps between authenticate and the key swap: identify the request, authorize it,
+    and (as WriteAhead does once its row is committed; its own tests cover that) audit it."""
+    IdentifyProvider(state).request(f)
+    Authorize(state).request(f)
+    if f.response is None:
+        state.flows(f).audited = True

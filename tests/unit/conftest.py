@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,10 @@ from tests.unit.builders import (
 
 
 @pytest.fixture(autouse=True)
-def provider_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def provider_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Relative paths in a configuration (the audit database...) land in the test's own
+    # directory, never in the working tree the tests were started from.
+    monkeypatch.chdir(tmp_path)
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("LMK_UT_VECTARA_UNSET", raising=False)

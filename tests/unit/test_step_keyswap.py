@@ -35,26 +35,10 @@ from tests.unit.builders import (
     mitm_context,
     provider_flow,
     request_text,
+    through_request,
 )
 
 # KeySwap
-
-
-def through_request(
-    state: GatewayState, f: http.HTTPFlow, swap: KeySwap, auth: Authenticate | None = None
-) -> None:
-    authenticate(state, f, auth)
-    cleared(state, f)
-    swap.request(f)
-
-
-def cleared(state: GatewayState, f: http.HTTPFlow) -> None:
-    """The steps between authenticate and the key swap: identify the request, authorize it,
-    and (as WriteAhead does once its row is committed; its own tests cover that) audit it."""
-    IdentifyProvider(state).request(f)
-    Authorize(state).request(f)
-    if f.response is None:
-        state.flows(f).audited = True
 
 
 def upstream_response(content: bytes = b'{"ok": true}') -> http.Response:
@@ -201,30 +185,6 @@ async def test_keyswap_gives_refused_flows_no_key(state: GatewayState) -> None:
         assert f.response is not None and f.response.status_code == 401
         assert REAL["openai"] not in request_text(f)
         assert swap.armed == {}
-
-
-async def test_keyswap_scrubs_real_key_echoed_in_provider_error(state: GatewayState) -> None:
-    swap = KeySwap(state)
-    with mitm_context(swap):
-        f = provider_flow(
-            "https://api.openai.com/v1/chat/completions", {"Authorization": f"Bearer {ALICE_KEY}"}
-        )
-        through_request(state, f, swap)
-        echoed = json.dumps(
-            {
-                "error": {
-                    "message": f"Incorrect API key provided: {REAL['openai']}.",
-                    "code": "invalid_api_key",
-                }
-            }
-        ).encode()
-        f.response = http.Response.make(401, echoed, {"content-type": "application/json"})
-        swap.responseheaders(f)
-        swap.response(f)
-        assert f.response.raw_content is not None
-        assert REAL["openai"].encode() not in f.response.raw_content
-        assert len(f.response.raw_content) == len(echoed)
-        assert body(f)["error"]["code"] == "invalid_api_key"
 
 
 async def test_keyswap_round_robin_over_two_keys(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import traceback
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -56,13 +57,20 @@ def refuse_after_error(state: GatewayState, flow: http.HTTPFlow, hook: str) -> N
 
 def _handle(step: Step, flow: http.HTTPFlow, hook: str) -> None:
     name = type(step).__name__
-    # The exception's text may quote request data: the log scrubber masks keys in it.
-    log.exception("LlaMaKey step %s.%s failed on %s", name, hook, flow.request.pretty_url)
+    # The exception's text may quote request data (keys among it): the traceback is formatted
+    # here and scrubbed, since a log record's exc_info is formatted after any filter ran.
+    log.error(
+        "LlaMaKey step %s.%s failed on %s; the flow is refused:\n%s",
+        name,
+        hook,
+        flow.request.pretty_url,
+        step.state.scrubber.text(traceback.format_exc()),
+    )
     if hook in BEFORE_ANSWER and flow.live:
         try:
             refuse_after_error(step.state, flow, hook)
         except Exception:  # the refusal itself failed: kill the flow rather than forward it
-            log.exception("LlaMaKey could not refuse the flow; killing it")
+            log.error("LlaMaKey could not refuse the flow; killing it")
             flow.kill()  # type: ignore[no-untyped-call]
 
 

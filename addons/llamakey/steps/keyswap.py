@@ -4,8 +4,8 @@ The real key goes in at `request`, as the last step before the request is writte
 and only into a flow that every earlier step has cleared (authenticated, authorized, its audit
 row committed): a flow that skipped one, however, is refused rather than sent. The redacted
 marker goes back at `responseheaders` or `error`, so saved flows, the event log and finished
-flows in mitmweb never hold the key. A real key that a provider echoes back in an error body is
-scrubbed before the client sees it.
+flows in mitmweb never hold the key. (A real key that a provider echoes back is masked by the
+redact step before the client sees it.)
 """
 
 from __future__ import annotations
@@ -72,11 +72,6 @@ class KeySwap:
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         self.disarm(flow)
-        body = flow.response.raw_content if flow.response else None
-        state = self.state.flows.get(flow)
-        if body and state and state.provider and self.state.scrubber.has_secret(body):
-            assert flow.response is not None
-            flow.response.raw_content = self.state.scrubber.same_length(body)
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:

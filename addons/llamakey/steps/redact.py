@@ -13,9 +13,11 @@ import logging
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from mitmproxy import http
 
+from llamakey.credentials import Scrubber
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
 
@@ -72,8 +74,47 @@ def install_web_scrubber(state: GatewayState) -> bool:
     return True
 
 
+def scrub_headers(headers: http.Headers, scrubber: Scrubber) -> None:
+    """Mask every secret in these headers, whichever header holds it (folded, tabbed, custom)."""
+    fields = headers.fields
+    if not any(scrubber.has_secret(value) for _, value in fields):
+        return
+    headers.fields = tuple((name, scrubber.same_length(value)) for name, value in fields)
+
+
+def scrub_target(request: http.Request, scrubber: Scrubber) -> None:
+    """Mask secrets in the request target, percent-encoded ones included (``?%6bey=lmk_...``,
+    ``%6c%6d%6b_...``)."""
+    raw = request.data.path
+    if scrubber.has_secret(raw):
+        request.data.path = scrubber.same_length(raw)
+    elif b"%" in raw and scrubber.has_secret(unquote_to_bytes(raw)):
+        request.data.path = scrubber.same_length(unquote_to_bytes(raw))
+
+
+def scrub_body(message: http.Message, scrubber: Scrubber) -> None:
+    """Mask secrets in a kept body, decoded first when it is compressed."""
+    raw = message.raw_content
+    if not raw:
+        return
+    if scrubber.has_secret(raw):
+        message.raw_content = scrubber.same_length(raw)
+    elif message.headers.get("content-encoding", "identity") != "identity":
+        decoded = message.get_content(strict=False)
+        if decoded and scrubber.has_secret(decoded):
+            message.content = scrubber.same_length(decoded)
+
+
 class Redact:
-    """Installs the scrubbers and cleans what builtin addons leave in flow metadata."""
+    """Installs the scrubbers, and masks every secret left in a flow before anything after our
+    steps (mitmweb's view, saved flows, the event log) sees it.
+
+    Runs last among the steps, on every flow, refused or not: a master key anywhere in a
+    request (any header, the target, the body) is masked before it could go upstream or be
+    shown, and a real key echoed back in response headers or a kept response body is masked
+    before the client or anyone else sees it. Request headers are never touched between
+    `request` and `responseheaders`, while the key swap has the real key in them.
+    """
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
@@ -87,11 +128,45 @@ class Redact:
         install_log_scrubber(self.state)
         install_web_scrubber(self.state)
 
-    @fail_closed
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def _scrub_request_head(self, flow: http.HTTPFlow) -> None:
+        scrubber = self.state.scrubber
+        scrub_headers(flow.request.headers, scrubber)
+        scrub_target(flow.request, scrubber)
         # mitmproxy's own proxyauth keeps the plain password (maybe a master key) in metadata,
         # which saved flows and mitmweb's flow download would carry.
         auth = flow.metadata.get("proxyauth")
         if auth:
             state = self.state.flows.get(flow)
             flow.metadata["proxyauth"] = (auth[0], (state and state.marker) or "[redacted]")
+
+    def _scrub_response(self, flow: http.HTTPFlow, *, body: bool) -> None:
+        self._scrub_request_head(flow)
+        if flow.response is not None:
+            scrub_headers(flow.response.headers, self.state.scrubber)
+            if body:
+                scrub_body(flow.response, self.state.scrubber)
+
+    @fail_closed
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        self._scrub_request_head(flow)
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._scrub_request_head(flow)
+
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        scrub_body(flow.request, self.state.scrubber)
+
+    @fail_closed
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self._scrub_response(flow, body=False)
+
+    @fail_closed
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._scrub_response(flow, body=True)
+        scrub_body(flow.request, self.state.scrubber)
+
+    @fail_closed
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._scrub_response(flow, body=True)
