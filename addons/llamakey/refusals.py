@@ -68,7 +68,8 @@ def error_body(shape: ErrorShape, status: int, message: str, code: str) -> dict[
             return {
                 "type": "error",
                 "error": {"type": anthropic_type, "message": message},
-                "request_id": f"req_lmk_{uuid.uuid4().hex[:24]}",
+                # Not shaped like a master key (`lmk_` + 16 or more characters would be masked).
+                "request_id": f"req_{uuid.uuid4().hex[:24]}",
             }
         case ErrorShape.GOOGLE:
             return {"error": {"code": status, "message": message, "status": google_status}}

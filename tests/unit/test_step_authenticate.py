@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from mitmproxy import http
 from mitmproxy.proxy.layers.http import _hooks as http_hooks
+from mitmproxy.test import tflow
 
 from llamakey import config, credentials
 from llamakey import flowstate as keys
@@ -28,6 +30,7 @@ from tests.unit.builders import (
     make_state,
     mitm_context,
     provider_flow,
+    request,
     request_text,
 )
 
@@ -263,6 +266,54 @@ async def test_proxy_auth_required_without_valid_credentials(header: str | None)
         assert c.response.status_code == 407
         assert c.response.headers["Proxy-Authenticate"].startswith("Basic")
         assert "proxy-authorization" not in c.request.headers
+
+
+@pytest.mark.parametrize(
+    ("key", "refusal", "why"),
+    [(BOB_KEY, Refusal.DISABLED, "disabled"), (CAROL_KEY, Refusal.EXPIRED, "expired")],
+)
+async def test_proxy_auth_refuses_disabled_and_expired_users(
+    key: str, refusal: Refusal, why: str
+) -> None:
+    state = make_state(config_data(proxy_auth=True))
+    auth = Authenticate(state)
+    with mitm_context(auth):
+        c = connect_flow("api.openai.com:443", {"Proxy-Authorization": basic("x", key)})
+        auth.http_connect(c)
+        assert c.response is not None and c.response.status_code == 407
+        assert why in (c.response.text or "")
+        assert c.metadata[keys.REFUSED] == refusal.value
+
+
+def plain_proxy_request(headers: dict[str, str]) -> http.HTTPFlow:
+    """``GET http://example.test/`` sent to the proxy itself: plain-HTTP proxying, no CONNECT."""
+    f = tflow.tflow(req=request("http://example.test/", headers, method="GET"))
+    f.client_conn.tls = False
+    f.server_conn.address = None
+    return f
+
+
+@pytest.mark.parametrize(
+    "header", [None, basic("alice", STRANGER_KEY), basic("bob", BOB_KEY), basic("c", CAROL_KEY)]
+)
+async def test_proxy_auth_holds_for_plain_http_proxying(header: str | None) -> None:
+    state = make_state(config_data(proxy_auth=True))
+    auth = Authenticate(state)
+    with mitm_context(auth):
+        f = plain_proxy_request({"Proxy-Authorization": header} if header else {})
+        auth.requestheaders(f)
+        assert f.response is not None and f.response.status_code == 407
+        assert "proxy-authorization" not in f.request.headers
+
+
+async def test_plain_http_proxying_with_valid_credentials_passes_without_them() -> None:
+    state = make_state(config_data(proxy_auth=True))
+    auth = Authenticate(state)
+    with mitm_context(auth):
+        f = plain_proxy_request({"Proxy-Authorization": basic("alice", ALICE_KEY)})
+        auth.requestheaders(f)
+        assert f.response is None
+        assert "proxy-authorization" not in f.request.headers  # never forwarded
 
 
 async def test_proxy_auth_required_passes_valid_credentials() -> None:

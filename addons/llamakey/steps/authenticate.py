@@ -37,6 +37,29 @@ class Authenticate:
             weakref.WeakKeyDictionary()
         )
 
+    def _proxy_user(self, header: str | None) -> tuple[User | None, str, Refusal, str]:
+        """(user, marker, refusal, why) for the proxy credentials in `header`: the same checks
+        as for a key in a request (known, not disabled, not expired)."""
+        presented = credentials.proxy_credentials(header)
+        if presented is None:
+            return None, "", Refusal.NO_KEY, "master key required"
+        key = credentials.normalise(presented[1])
+        user = self.state.master_keys.find(key)
+        if user is None:
+            return None, "", Refusal.UNKNOWN_KEY, "wrong or unknown master key"
+        if why := user.refusal(datetime.now(UTC)):
+            refusal = Refusal.DISABLED if why == "disabled" else Refusal.EXPIRED
+            return None, "", refusal, f"the master key of {user.name!r} is {why}"
+        return user, credentials.marker(key, user.name), Refusal.NO_KEY, ""
+
+    def _refuse_proxy(self, flow: http.HTTPFlow, refusal: Refusal, why: str) -> None:
+        state = self.state.flows(flow)
+        state.refusal = refusal
+        mirror(flow, state)
+        flow.response = proxy_auth_required(
+            f"LlaMaKey: {why}: set HTTPS_PROXY=http://NAME:MASTER_KEY@host:port"
+        )
+
     @fail_closed
     def http_connect(self, flow: http.HTTPFlow) -> None:
         # Taken off every CONNECT, even one already refused: mitmproxy prints CONNECT flows.
@@ -44,25 +67,28 @@ class Authenticate:
         settings = self.state.settings
         if flow.response or settings is None:
             return
-        presented = credentials.proxy_credentials(header)
-        key = credentials.normalise(presented[1]) if presented else ""
-        user = self.state.master_keys.find(key) if key else None
+        user, marker, refusal, why = self._proxy_user(header)
         if user is not None:
-            self._by_connection[flow.client_conn] = (
-                user.key_sha256,
-                credentials.marker(key, user.name),
-            )
+            self._by_connection[flow.client_conn] = (user.key_sha256, marker)
         elif settings.file.proxy.proxy_auth:
-            reason = "wrong or unknown master key" if presented else "master key required"
-            state = self.state.flows(flow)
-            state.refusal = Refusal.UNKNOWN_KEY
-            mirror(flow, state)
-            flow.response = proxy_auth_required(
-                f"LlaMaKey: {reason}: set HTTPS_PROXY=http://NAME:MASTER_KEY@host:port"
-            )
+            self._refuse_proxy(flow, refusal, why)
+
+    def _plain_proxy_request(self, flow: http.HTTPFlow) -> None:
+        """Plain-HTTP proxying (``GET http://host/`` with no CONNECT) proves itself per request."""
+        header = flow.request.headers.pop("proxy-authorization", None)
+        settings = self.state.settings
+        if settings is None or not settings.file.proxy.proxy_auth or flow.response:
+            return
+        if flow.client_conn in self._by_connection:
+            return
+        user, _, refusal, why = self._proxy_user(header)
+        if user is None:
+            self._refuse_proxy(flow, refusal, why)
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if not flow.client_conn.tls:
+            self._plain_proxy_request(flow)
         state = self.state.flows.provider_flow(flow)
         resolved = self.state.provider_of(state)
         if state is None or resolved is None:
