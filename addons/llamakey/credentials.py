@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 import secrets
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
@@ -21,8 +20,6 @@ from llamakey.providers import Carrier
 
 MASTER_PREFIX = "lmk_"
 HF_PREFIX = "hf_"
-# Anything that looks like a master key, for scrubbing text we did not write ourselves.
-MASTER_KEY_PATTERN = r"(?:hf_)?lmk_[A-Za-z0-9_-]{16,}"
 
 _HEADER_CARRIERS = (Carrier.BEARER, Carrier.X_API_KEY, Carrier.API_KEY, Carrier.GOOG_API_KEY)
 _CARRIER_BY_HEADER = {c.value.encode(): c for c in _HEADER_CARRIERS}
@@ -113,35 +110,3 @@ def proxy_credentials(header: str | None) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return (user, password) if sep else None
-
-
-class Scrubber:
-    """Replaces real provider keys and anything shaped like a master key in text.
-
-    One instance serves the log filter, provider error bodies and mitmweb's flow views, so a
-    key that reaches any of them comes out the same way.
-    """
-
-    def __init__(self, real_keys: Iterable[str]) -> None:
-        keys = sorted({k for k in real_keys if len(k) >= 8}, key=len, reverse=True)
-        alternatives = [re.escape(k) for k in keys] + [MASTER_KEY_PATTERN]
-        self._text = re.compile("|".join(alternatives))
-        self._bytes = re.compile("|".join(alternatives).encode())
-        self._real = frozenset(keys)
-
-    def _replacement(self, found: str) -> str:
-        if found in self._real:
-            return "[provider key redacted]"
-        return marker(normalise(found), None)
-
-    def text(self, value: str) -> str:
-        """`value` with every secret replaced by a readable marker."""
-        return self._text.sub(lambda m: self._replacement(m.group(0)), value)
-
-    def same_length(self, value: bytes) -> bytes:
-        """`value` with every secret masked by as many ``*``: safe inside length-prefixed data."""
-        return self._bytes.sub(lambda m: b"*" * len(m.group(0)), value)
-
-    def has_secret(self, value: bytes) -> bool:
-        """True when `value` holds a secret (cheap check before rewriting a body)."""
-        return self._bytes.search(value) is not None

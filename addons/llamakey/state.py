@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llamakey.config import ResolvedProvider, Settings
-from llamakey.credentials import Scrubber
 from llamakey.flowstate import FlowState, FlowStates
 from llamakey.identity import MasterKeys
+from llamakey.scrub import Scrubber
 
 
 @dataclass

@@ -10,6 +10,7 @@ import pytest
 
 from llamakey import credentials
 from llamakey.providers import Carrier
+from llamakey.scrub import Scrubber
 from tests.unit.builders import (
     ALICE_KEY,
     BOB_KEY,
@@ -80,7 +81,7 @@ def test_proxy_credentials_parses_basic(
 
 
 def test_scrubber_text_replaces_real_and_master_keys() -> None:
-    scrub = credentials.Scrubber([REAL["openai"], REAL["anthropic"]])
+    scrub = Scrubber([REAL["openai"], REAL["anthropic"]])
     text = (
         f"upstream said: bad key {REAL['openai']}; client sent {ALICE_KEY} "
         f"and hf_{BOB_KEY}, also {REAL['anthropic']}."
@@ -95,7 +96,7 @@ def test_scrubber_text_replaces_real_and_master_keys() -> None:
 
 
 def test_scrubber_same_length_keeps_byte_length() -> None:
-    scrub = credentials.Scrubber([REAL["openai"]])
+    scrub = Scrubber([REAL["openai"]])
     data = json.dumps({"error": f"Incorrect API key {REAL['openai']}", "by": ALICE_KEY}).encode()
     assert scrub.has_secret(data)
     masked = scrub.same_length(data)

@@ -12,8 +12,8 @@ import time
 from mitmproxy import http
 
 from llamakey import usage as usage_lib
-from llamakey.credentials import Scrubber
 from llamakey.flowstate import FlowState
+from llamakey.scrub import StreamScrubber
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
 
@@ -56,26 +56,24 @@ type _Metering = usage_lib.StreamMeter | _BodyCopy
 
 
 class _Tap:
-    """The `flow.response.stream` callable: meter each chunk, forward it at once."""
+    """The `flow.response.stream` callable: meter each chunk, mask secrets, forward at once."""
 
     __slots__ = ("meter", "scrubber", "state")
 
-    def __init__(self, state: FlowState, meter: _Metering, scrubber: Scrubber) -> None:
+    def __init__(self, state: FlowState, meter: _Metering, scrubber: StreamScrubber) -> None:
         self.state = state
         self.meter = meter
         self.scrubber = scrubber
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if not data:  # end of the answer
-            tail: bytes = self.meter.finish()
+            tail: bytes = self.scrubber.feed(self.meter.finish()) + self.scrubber.finish()
             return tail
         state = self.state
         if state.first_byte is None:
             state.first_byte = time.time()
         state.response_bytes += len(data)
-        out = self.meter.feed(data)
-        if self.scrubber.has_secret(out):
-            out = self.scrubber.same_length(out)
+        out = self.scrubber.feed(self.meter.feed(data))
         # b"" would end a chunked answer early: an empty list forwards nothing.
         return out if out else []
 
@@ -119,7 +117,7 @@ class Meter:
         else:
             meter = _BodyCopy(state.provider, state.flavor)
         self._meters[flow.id] = meter
-        flow.response.stream = _Tap(state, meter, self.state.scrubber)
+        flow.response.stream = _Tap(state, meter, self.state.scrubber.stream())
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:

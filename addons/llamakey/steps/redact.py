@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 from mitmproxy import http
 
-from llamakey.credentials import Scrubber
+from llamakey.scrub import Scrubber
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
 
