@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from mitmproxy import http
 
 from llamakey import state as keys
-from llamakey.audit import AuditUnavailable, AuditWriter
+from llamakey.audit import AuditUnavailable, AuditWriter, RequestEnd, RequestStart
 from llamakey.refusals import STATUS, Refusal, refuse
 from llamakey.state import GatewayState
 from llamakey.steps import meter, settle
@@ -119,23 +120,24 @@ class Audit:
             self.writer = None
 
     @staticmethod
-    def _begin_row(flow: http.HTTPFlow) -> dict[str, object]:
+    def _begin_row(flow: http.HTTPFlow) -> RequestStart:
+        # Raises InvalidRow (an AuditUnavailable: the request is refused) for a mistyped value.
         request = flow.request
-        return {
-            "id": flow.id,
-            "ts": datetime.fromtimestamp(request.timestamp_start, UTC),  # formatted by the writer
-            "user": flow.metadata.get(keys.USER),
-            "groups": json.dumps(flow.metadata.get(keys.GROUPS, [])),
-            "client_addr": flow.client_conn.peername[0] if flow.client_conn.peername else None,
-            "provider": flow.metadata.get(keys.PROVIDER),
-            "host": request.pretty_host,
-            "method": request.method,
-            "path": request.path.partition("?")[0],
-            "model": flow.metadata.get(meter.MODEL),
-            "stream": int(bool(flow.metadata.get(meter.STREAM))),
-            "request_bytes": len(request.raw_content or b""),
-            "refused_by": flow.metadata.get(keys.REFUSED),
-        }
+        return RequestStart(
+            id=flow.id,
+            ts=datetime.fromtimestamp(request.timestamp_start, UTC),  # formatted by the writer
+            user=flow.metadata.get(keys.USER),
+            groups=tuple(flow.metadata.get(keys.GROUPS) or ()),
+            client_addr=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            provider=flow.metadata.get(keys.PROVIDER),
+            host=request.pretty_host,
+            method=request.method,
+            path=request.path.partition("?")[0],
+            model=flow.metadata.get(meter.MODEL),
+            stream=bool(flow.metadata.get(meter.STREAM)),
+            request_bytes=len(request.raw_content or b""),
+            refused_by=flow.metadata.get(keys.REFUSED),
+        )
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         # A CONNECT refused by a rule (blocked host, proxy auth) never reaches `request`.
@@ -178,9 +180,14 @@ class Audit:
         future = writer.begin(row)
         refusal = Refusal(flow.metadata[keys.REFUSED])
         status = flow.response.status_code if flow.response else STATUS[refusal]
-        fields = {"status": status, "latency_ms": 0.0, "completed_ts": datetime.now(UTC)}
+        end = RequestEnd(status=status, latency_ms=0.0, completed_ts=datetime.now(UTC))
+
+        def seal(begun: Future[None]) -> None:
+            if begun.exception() is None:
+                writer.finish(flow.id, end)
+
         # The refusal's row is not awaited: nothing goes upstream, so there is nothing to hold.
-        future.add_done_callback(lambda f: f.exception() or writer.finish(flow.id, fields))
+        future.add_done_callback(seal)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
         if flow.id not in self._open or self.writer is None:
@@ -192,11 +199,11 @@ class Audit:
         first_byte = flow.metadata.get(meter.FIRST_BYTE) or (
             response.timestamp_start if response else None
         )
-        fields: dict[str, object] = {
-            "status": response.status_code if response else None,
-            "refused_by": flow.metadata.get(keys.REFUSED),
-            "error": flow.error.msg if flow.error else None,
-            "latency_ms": round(
+        end = RequestEnd(
+            status=response.status_code if response else None,
+            refused_by=flow.metadata.get(keys.REFUSED),
+            error=flow.error.msg if flow.error else None,
+            latency_ms=round(
                 (
                     (response.timestamp_end if response and response.timestamp_end else now)
                     - request.timestamp_start
@@ -204,23 +211,21 @@ class Audit:
                 * 1000,
                 3,
             ),
-            "ttfb_ms": round((first_byte - request.timestamp_start) * 1000, 3)
-            if first_byte
-            else None,
-            "response_bytes": _response_bytes(flow),
-            "input_tokens": usage.get("input_tokens"),
-            "output_tokens": usage.get("output_tokens"),
-            "cache_read_tokens": usage.get("cache_read_tokens"),
-            "cache_write_tokens": usage.get("cache_write_tokens"),
-            "reasoning_tokens": usage.get("reasoning_tokens"),
-            "provider_cost_usd": usage.get("provider_cost_usd"),
-            "response_model": usage.get("model"),
-            "finish_reason": usage.get("finish_reason"),
-            "cost_usd": flow.metadata.get(settle.COST),
-            "client_disconnected": int(bool(flow.metadata.get(meter.DISCONNECTED))),
-            "completed_ts": datetime.fromtimestamp(now, UTC),
-        }
-        self.writer.finish(flow.id, fields)
+            ttfb_ms=round((first_byte - request.timestamp_start) * 1000, 3) if first_byte else None,
+            response_bytes=_response_bytes(flow),
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
+            cache_read_tokens=usage.get("cache_read_tokens"),
+            cache_write_tokens=usage.get("cache_write_tokens"),
+            reasoning_tokens=usage.get("reasoning_tokens"),
+            provider_cost_usd=usage.get("provider_cost_usd"),
+            response_model=usage.get("model"),
+            finish_reason=usage.get("finish_reason"),
+            cost_usd=flow.metadata.get(settle.COST),
+            client_disconnected=bool(flow.metadata.get(meter.DISCONNECTED)),
+            completed_ts=datetime.fromtimestamp(now, UTC),
+        )
+        self.writer.finish(flow.id, end)
         if self.writer.log_bodies:
             self.writer.bodies(
                 flow.id,
