@@ -10,15 +10,16 @@ Tables
 Migrations
     Every schema change is a function registered, in order, on :data:`MIGRATIONS`, an
     ``sqlite_utils.Migrations`` set: on open, each one not yet applied runs and is recorded, with
-    its name and time, in table ``_sqlite_migrations`` (so ``sqlite-utils migrate --list`` shows
-    them too). All pending migrations run in one ``BEGIN IMMEDIATE`` transaction, each in its own
-    savepoint with its record: two processes opening a new file cannot both migrate it, and a
-    failing migration leaves nothing behind.
+    its name and time, in sqlite-utils' table ``_sqlite_migrations``. All pending migrations run
+    in one ``BEGIN IMMEDIATE`` transaction, each in its own savepoint with its record: two
+    processes opening a new file cannot both migrate it, and a failing migration leaves nothing
+    behind.
 
     A migration is history: once released it is never edited, renamed or reordered, since its
     name is what the database remembers. A new column must default to NULL: NULLs are left out of
-    row hashes, so old rows still verify. A migration that adds a column adds it to
-    :data:`REQUEST_COLUMNS` too (the tests compare the table with it).
+    row hashes, so old rows still verify. A migration that adds a column to ``requests`` adds it
+    to :data:`REQUEST_COLUMNS` and as a field to ``RequestStart`` or ``RequestEnd`` too (the tests
+    compare all three).
 
     Databases from before the migration table carry only ``PRAGMA user_version = 1``. The first
     migration creates exactly their schema with ``IF NOT EXISTS``, so on such a file it changes
@@ -30,8 +31,8 @@ Migrations
     does not know, as written by a newer LlaMaKey.
 
     A table dropped behind the writer's back is not recreated (its migration is recorded as
-    applied): writes then fail loudly until the file is restored or moved away, which starts a
-    new database.
+    applied): writes to it then fail, loudly, until the file is restored or moved away (which
+    starts a new database).
 """
 
 from __future__ import annotations

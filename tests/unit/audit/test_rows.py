@@ -87,6 +87,9 @@ def test_bad_rows_are_refused_without_leaking_values() -> None:
         lambda: done(cost_usd=float("nan")),
         lambda: row("x4", seq=7),  # the chain columns belong to the writer
         lambda: done(row_hash="s3cr3t"),
+        lambda: done(seq=99),
+        lambda: done(nonexistent="s3cr3t"),
+        lambda: done(id="s3cr3t"),  # a completion cannot move a row
         lambda: row("x5", completed_ts=datetime.now(UTC)),  # only a completion sets it
         lambda: row("x6", groups="s3cr3t"),
         lambda: RequestStart(user="no id"),  # type: ignore[call-arg]
