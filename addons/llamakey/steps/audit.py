@@ -14,17 +14,20 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mitmproxy import http
 
-from llamakey.audit import AuditUnavailable, AuditWriter
+from llamakey.audit import AuditSink, AuditUnavailable, AuditWriter, RequestEnd, RequestStart
 from llamakey.flowstate import FlowState
 from llamakey.refusals import STATUS, Refusal
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
+from llamakey.usage import Usage
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
@@ -52,12 +55,27 @@ def redact_json_text(text: str, state: GatewayState) -> str:
     return clean
 
 
-class AuditLog:
-    """Owns the audit writer: opens the configured database, switches on reload, prunes."""
+type OpenSink = Callable[[Path, bool], AuditSink]
 
-    def __init__(self, state: GatewayState) -> None:
+
+def open_sqlite(path: Path, log_bodies: bool) -> AuditSink:
+    """The production sink: SQLite at `path`, written on its own thread with group commit."""
+    # No waiting for stragglers (it would add to every request's latency): requests that
+    # queue while one commit runs share the next.
+    return AuditWriter(path, group_commit_ms=0.0, log_bodies=log_bodies)
+
+
+class AuditLog:
+    """Owns the audit sink: opens the configured database, switches on reload, prunes.
+
+    `open_sink` makes the sink for a database path (SQLite in production; tests may pass
+    one that returns a `llamakey.audit.MemorySink`).
+    """
+
+    def __init__(self, state: GatewayState, open_sink: OpenSink = open_sqlite) -> None:
         self.state = state
-        self.writer: AuditWriter | None = None
+        self._open_sink = open_sink
+        self.writer: AuditSink | None = None
         self._path: Path | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._switching = asyncio.Lock()
@@ -81,11 +99,7 @@ class AuditLog:
             self._path = None
             return
         self._path = settings.audit_path
-        # No waiting for stragglers (it would add to every request's latency): requests that
-        # queue while one commit runs share the next.
-        writer = AuditWriter(
-            settings.audit_path, group_commit_ms=0.0, log_bodies=settings.file.audit.log_bodies
-        )
+        writer = self._open_sink(settings.audit_path, settings.file.audit.log_bodies)
         try:
             writer.start()
         except AuditUnavailable as error:
@@ -93,14 +107,14 @@ class AuditLog:
             log.error("Audit database unavailable: %s", error)
         self.writer = writer
 
-    def current(self) -> AuditWriter | None:
+    def current(self) -> AuditSink | None:
         """The current writer, or None when auditing is off."""
         settings = self.state.settings
         if settings is None or not settings.file.audit.enabled:
             return None
         return self.writer
 
-    async def up_to_date(self) -> AuditWriter | None:
+    async def up_to_date(self) -> AuditSink | None:
         """The writer of the configured database, switching first if the config named another."""
         if self._stale():  # switch off the loop, once
             async with self._switching:
@@ -137,11 +151,11 @@ class AuditLog:
         refusal = state.refusal
         assert refusal is not None
         status = flow.response.status_code if flow.response else STATUS[refusal]
-        fields = {"status": status, "latency_ms": 0.0, "completed_ts": datetime.now(UTC)}
+        end = RequestEnd(status=status, latency_ms=0.0, completed_ts=datetime.now(UTC))
 
-        def complete(begun: object) -> None:
-            if future.exception() is None:
-                writer.finish(flow.id, fields)
+        def complete(begun: Future[None]) -> None:
+            if begun.exception() is None:
+                writer.finish(flow.id, end)
 
         # The refusal's row is not awaited: nothing goes upstream, so there is nothing to hold.
         future.add_done_callback(complete)
@@ -212,13 +226,13 @@ class CompleteAudit:
         self.log.open.discard(flow.id)
         now = time.time()
         request, response = flow.request, flow.response
-        usage = state.usage.as_dict() if state.usage else {}
+        usage = state.usage or Usage()
         first_byte = state.first_byte or (response.timestamp_start if response else None)
-        fields: dict[str, object] = {
-            "status": response.status_code if response else None,
-            "refused_by": state.refusal.value if state.refusal else None,
-            "error": flow.error.msg if flow.error else None,
-            "latency_ms": round(
+        end = RequestEnd(
+            status=response.status_code if response else None,
+            refused_by=state.refusal.value if state.refusal else None,
+            error=flow.error.msg if flow.error else None,
+            latency_ms=round(
                 (
                     (response.timestamp_end if response and response.timestamp_end else now)
                     - request.timestamp_start
@@ -226,23 +240,21 @@ class CompleteAudit:
                 * 1000,
                 3,
             ),
-            "ttfb_ms": round((first_byte - request.timestamp_start) * 1000, 3)
-            if first_byte
-            else None,
-            "response_bytes": _response_bytes(flow, state),
-            "input_tokens": usage.get("input_tokens"),
-            "output_tokens": usage.get("output_tokens"),
-            "cache_read_tokens": usage.get("cache_read_tokens"),
-            "cache_write_tokens": usage.get("cache_write_tokens"),
-            "reasoning_tokens": usage.get("reasoning_tokens"),
-            "provider_cost_usd": usage.get("provider_cost_usd"),
-            "response_model": usage.get("model"),
-            "finish_reason": usage.get("finish_reason"),
-            "cost_usd": state.cost_usd,
-            "client_disconnected": int(state.client_disconnected),
-            "completed_ts": datetime.fromtimestamp(now, UTC),
-        }
-        writer.finish(flow.id, fields)
+            ttfb_ms=round((first_byte - request.timestamp_start) * 1000, 3) if first_byte else None,
+            response_bytes=_response_bytes(flow, state),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            provider_cost_usd=usage.provider_cost_usd,
+            response_model=usage.model,
+            finish_reason=usage.finish_reason,
+            cost_usd=state.cost_usd,
+            client_disconnected=state.client_disconnected,
+            completed_ts=datetime.fromtimestamp(now, UTC),
+        )
+        writer.finish(flow.id, end)
         if writer.log_bodies:
             writer.bodies(
                 flow.id,
@@ -259,23 +271,24 @@ class CompleteAudit:
         self._finish(flow)
 
 
-def _begin_row(flow: http.HTTPFlow, state: FlowState) -> dict[str, object]:
+def _begin_row(flow: http.HTTPFlow, state: FlowState) -> RequestStart:
+    # Raises InvalidRow (an AuditUnavailable: the request is refused) for a mistyped value.
     request = flow.request
-    return {
-        "id": flow.id,
-        "ts": datetime.fromtimestamp(request.timestamp_start, UTC),  # formatted by the writer
-        "user": state.user,
-        "groups": json.dumps(list(state.groups)),
-        "client_addr": flow.client_conn.peername[0] if flow.client_conn.peername else None,
-        "provider": state.provider,
-        "host": request.pretty_host,
-        "method": request.method,
-        "path": request.path.partition("?")[0],
-        "model": state.model,
-        "stream": int(state.stream),
-        "request_bytes": len(request.raw_content or b""),
-        "refused_by": state.refusal.value if state.refusal else None,
-    }
+    return RequestStart(
+        id=flow.id,
+        ts=datetime.fromtimestamp(request.timestamp_start, UTC),  # formatted by the writer
+        user=state.user,
+        groups=state.groups,
+        client_addr=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+        provider=state.provider,
+        host=request.pretty_host,
+        method=request.method,
+        path=request.path.partition("?")[0],
+        model=state.model,
+        stream=state.stream,
+        request_bytes=len(request.raw_content or b""),
+        refused_by=state.refusal.value if state.refusal else None,
+    )
 
 
 def _response_bytes(flow: http.HTTPFlow, state: FlowState) -> int | None:

@@ -1,0 +1,154 @@
+"""Reading the audit database for people: ``lmk usage`` (:func:`usage_report`,
+:func:`format_report`, :func:`parse_since`).
+
+Reports open the file read-only (``mode=ro``), so they can run while the proxy writes, and
+never create a missing file. Usage is aggregated in SQL from the ``requests`` table alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+from llamakey.audit.rows import format_ts
+from llamakey.audit.schema import connect_readonly
+
+__all__ = ["REPORT_COLUMNS", "format_report", "parse_since", "usage_report"]
+
+#: Columns of every :func:`usage_report` row, in order.
+REPORT_COLUMNS: Final = (
+    "key",
+    "requests",
+    "refused",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "unpriced",
+)
+
+_REPORT_KEYS: Final[Mapping[str, tuple[str, str]]] = {
+    "user": ('r."user"', ""),
+    "provider": ("r.provider", ""),
+    # The model the client asked for; the response's when the request named none.
+    "model": ("COALESCE(r.model, r.response_model)", ""),
+    "day": ("substr(r.ts, 1, 10)", ""),
+    # A request counts once for each of its user's groups; no groups -> NULL key.
+    "group": (
+        "g.value",
+        'LEFT JOIN json_each(CASE WHEN json_valid(r."groups") THEN r."groups" ELSE \'[]\' END)'
+        " AS g",
+    ),
+}
+
+
+def usage_report(path: Path, *, since: datetime | None, by: str) -> list[dict[str, object]]:
+    """Aggregate usage for ``lmk usage``, grouped ``by`` ``user``, ``group``, ``provider``,
+    ``model`` or ``day`` (UTC), for requests with ``ts >= since`` (all when None).
+
+    Each row has :data:`REPORT_COLUMNS`: ``key`` (None when the column is NULL), ``requests``,
+    ``refused`` (rows with ``refused_by``), token sums, ``cost_usd`` (sum of known costs) and
+    ``unpriced``: rows not refused whose cost is NULL (a refused request never reached a
+    provider, so there is nothing to price). By group, a request counts in each of its groups.
+    Days are sorted by date, everything else by cost then request count, descending. Opens the
+    database read-only.
+    """
+    if by not in _REPORT_KEYS:
+        raise ValueError(f"cannot group by {by!r}: use one of {', '.join(_REPORT_KEYS)}")
+    key, join = _REPORT_KEYS[by]
+    order = "key" if by == "day" else "cost_usd DESC, requests DESC, key"
+    sql = f"""
+        SELECT {key} AS key,
+               COUNT(*) AS requests,
+               COALESCE(SUM(r.refused_by IS NOT NULL), 0) AS refused,
+               COALESCE(SUM(r.input_tokens), 0) AS input_tokens,
+               COALESCE(SUM(r.output_tokens), 0) AS output_tokens,
+               COALESCE(SUM(r.cache_read_tokens), 0) AS cache_read_tokens,
+               COALESCE(SUM(r.cache_write_tokens), 0) AS cache_write_tokens,
+               COALESCE(SUM(r.cost_usd), 0.0) AS cost_usd,
+               COALESCE(SUM(r.cost_usd IS NULL AND r.refused_by IS NULL), 0) AS unpriced
+        FROM requests AS r {join}
+        {"" if since is None else "WHERE r.ts >= ?"}
+        GROUP BY 1
+        ORDER BY {order}
+    """
+    params = () if since is None else (format_ts(since),)
+    conn = connect_readonly(path)
+    try:
+        cursor = conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, values, strict=True)) for values in cursor]
+    finally:
+        conn.close()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return str(value)
+
+
+def format_report(rows: list[dict[str, object]], fmt: str) -> str:
+    """Render report rows as ``"table"`` (aligned text), ``"csv"`` (with header) or ``"json"``.
+
+    CSV and JSON keep full precision and round-trip; the table shows floats with 6 decimals and
+    a NULL key as ``(none)``.
+    """
+    columns = list(rows[0]) if rows else list(REPORT_COLUMNS)
+    if fmt == "json":
+        return json.dumps(rows, indent=2, ensure_ascii=False)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    if fmt != "table":
+        raise ValueError(f"unknown format {fmt!r}: use table, csv or json")
+    cells = [
+        ["(none)" if c == "key" and row.get(c) is None else _cell(row.get(c)) for c in columns]
+        for row in rows
+    ]
+    numeric = [bool(rows) and all(isinstance(r.get(c), int | float) for r in rows) for c in columns]
+    widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    lines = [line(columns), line(["-" * w for w in widths]), *(line(c) for c in cells)]
+    return "\n".join(lines) + "\n"
+
+
+_RELATIVE = re.compile(r"\s*(\d+)\s*([dhm])\s*", re.IGNORECASE)
+_UNITS: Final = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """Read ``7d``, ``24h``, ``30m`` (before ``now``, default the current time) or an ISO date
+    or datetime (``2025-01-31``, ``2025-01-31T12:00Z``; naive means UTC). Returns an aware UTC
+    datetime; raises ``ValueError`` otherwise."""
+    match = _RELATIVE.fullmatch(text)
+    if match:
+        amount, unit = int(match[1]), _UNITS[match[2].lower()]
+        return (now or datetime.now(UTC)).astimezone(UTC) - timedelta(**{unit: amount})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"cannot read {text!r} as a time: use 7d, 24h, 30m or an ISO date like 2025-01-31"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
