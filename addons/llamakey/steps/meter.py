@@ -14,6 +14,7 @@ from mitmproxy import http
 from llamakey import state as keys
 from llamakey import usage as usage_lib
 from llamakey.credentials import Scrubber
+from llamakey.providers import BUILTIN_PROVIDERS, Provider
 from llamakey.state import GatewayState
 
 FLAVOR = "lmk.flavor"
@@ -35,13 +36,23 @@ _STREAMING_TYPES = (
 BODY_COPY_LIMIT = 4 * 1024 * 1024  # a chunked plain answer is copied up to this for its usage
 
 
+def flow_provider(state: GatewayState, flow: http.HTTPFlow) -> Provider:
+    """The provider a flow went to. One dropped from the config while the flow was in flight
+    is metered and priced as before: that depends on its catalogue entry only."""
+    resolved = state.provider_of(flow)
+    if resolved is not None:
+        return resolved.provider
+    name = flow.metadata[keys.PROVIDER]
+    return BUILTIN_PROVIDERS.get(name) or Provider(name, ())
+
+
 class _BodyCopy:
     """Meters a plain (non-event) answer that arrives chunked: forwards each chunk at once and
     keeps a bounded copy, so the usage can be read from the whole body at the end."""
 
     __slots__ = ("body", "flavor", "provider")
 
-    def __init__(self, provider: str, flavor: str) -> None:
+    def __init__(self, provider: Provider, flavor: usage_lib.ApiFlavor) -> None:
         self.provider = provider
         self.flavor = flavor
         self.body = bytearray()
@@ -101,14 +112,14 @@ class Meter:
             return
         # The tap parses plain bytes: ask the provider not to compress the answer.
         flow.request.anticomp()
-        name = resolved.provider.name
+        provider = resolved.provider
         body = flow.request.raw_content or b""
-        flavor = usage_lib.api_flavor(name, flow.request.method, flow.request.path)
+        flavor = usage_lib.api_flavor(provider, flow.request.method, flow.request.path)
         flow.metadata[FLAVOR] = flavor
         flow.metadata[MODEL] = usage_lib.request_model(flavor, flow.request.path, body)
         flow.metadata[STREAM] = usage_lib.is_stream_request(flavor, flow.request.path, body)
         if flow.metadata[STREAM]:
-            rewritten = usage_lib.ensure_stream_usage(flavor, name, body)
+            rewritten = usage_lib.ensure_stream_usage(flavor, provider, body)
             if rewritten is not None:
                 flow.request.content = rewritten
                 flow.metadata[INJECTED_USAGE] = True
@@ -121,7 +132,7 @@ class Meter:
         if not events and not flow.metadata.get(STREAM) and "content-length" in headers:
             return  # a plain answer of known size: read whole in `response`
         # Anything else passes through as it arrives: event streams, and chunked bodies.
-        provider, flavor = flow.metadata[keys.PROVIDER], flow.metadata[FLAVOR]
+        provider, flavor = flow_provider(self.state, flow), flow.metadata[FLAVOR]
         meter: _Metering
         if events or flow.metadata.get(STREAM):
             meter = usage_lib.StreamMeter(
@@ -140,7 +151,7 @@ class Meter:
             found: usage_lib.Usage | None = meter.usage
         else:
             found = usage_lib.usage_from_body(
-                flow.metadata[keys.PROVIDER], flow.metadata[FLAVOR], flow.response.content or b""
+                flow_provider(self.state, flow), flow.metadata[FLAVOR], flow.response.content or b""
             )
         if found is not None:
             flow.metadata[USAGE] = found.as_dict()

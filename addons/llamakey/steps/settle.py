@@ -60,10 +60,8 @@ class Settle:
             return
         usage = Usage(**found)
         model = usage.model or flow.metadata.get(meter.MODEL)
-        # Our own figure, from token counts: the provider's (xAI, OpenRouter, Perplexity) is
-        # recorded beside it by the audit log, not in its place.
-        usage.provider_cost_usd = None
-        cost = cost_usd(flow.metadata[keys.PROVIDER], model, usage, overrides=self.overrides())
+        provider = meter.flow_provider(self.state, flow)
+        cost = cost_usd(provider, model, usage, overrides=self.overrides())
         flow.metadata[COST] = float(cost) if cost is not None else None
         tokens = (
             (usage.input_tokens or 0)
