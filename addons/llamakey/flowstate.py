@@ -20,7 +20,7 @@ from mitmproxy import http
 
 from llamakey.providers import Carrier, ErrorShape
 from llamakey.refusals import Refusal, refusal_response
-from llamakey.usage import Usage
+from llamakey.usage import ApiFlavor, Usage
 
 # flow.metadata keys of the mirror (values stay tnetstring-serialisable: saved flows carry them).
 PROVIDER = "lmk.provider"
@@ -36,7 +36,7 @@ class FlowState:
 
     # identify
     provider: str | None = None  # set for every flow to a provider host
-    flavor: str | None = None  # which API of the provider (usage.api_flavor)
+    flavor: ApiFlavor | None = None  # which API of the provider (usage.api_flavor)
     model: str | None = None  # the model the request asks for
     stream: bool = False  # the request asks for a streamed answer
     # authenticate

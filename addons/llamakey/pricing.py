@@ -1,7 +1,8 @@
 """USD cost of one call, offline, from genai-prices' bundled price tables.
 
-Called once per metered request, so model resolution is cached per (provider, model). Unknown
-models cost None, never 0: an unpriced call must show up as unpriced, not as free.
+Called once per metered request, so model resolution is cached per (price table, model).
+Which table prices a provider is its catalogue entry's `pricing`. Unknown models cost None,
+never 0: an unpriced call must show up as unpriced, not as free.
 """
 
 from __future__ import annotations
@@ -17,32 +18,12 @@ from genai_prices import Usage as PriceUsage
 from genai_prices import types as gp
 from genai_prices.data_snapshot import get_snapshot
 
+from llamakey.providers import Pricing, Provider
 from llamakey.usage import Usage
 
-__all__ = ["GENAI_PRICES_PROVIDERS", "PriceOverride", "cost_usd"]
+__all__ = ["PriceOverride", "cost_usd"]
 
 log = logging.getLogger(__name__)
-
-# Our provider ids -> genai-prices provider ids. Hugging Face is priced per serving provider
-# (`huggingface_{provider}`), see `_price_target`; Vectara and AnyScale have no price data.
-GENAI_PRICES_PROVIDERS: Mapping[str, str] = {
-    "openai": "openai",
-    "azure": "azure",
-    "anthropic": "anthropic",
-    "gemini": "google",
-    "cohere": "cohere",
-    "mistral": "mistral",
-    "groq": "groq",
-    "together": "together",
-    "deepseek": "deepseek",
-    "openrouter": "openrouter",
-    "xai": "x-ai",
-    "fireworks": "fireworks",
-    "perplexity": "perplexity",
-}
-
-# HF router routing policies: they do not say which provider served the call, so no price.
-_HF_POLICIES = frozenset({"fastest", "cheapest", "preferred", "auto"})
 
 _MTOK = Decimal(1_000_000)
 
@@ -98,31 +79,31 @@ def _override_cost(price: PriceOverride, usage: Usage) -> Decimal:
     return total / _MTOK
 
 
-def _price_target(provider: str, model: str) -> tuple[str, str] | None:
-    """(genai-prices provider id, model ref) for our provider and model, or None if unpriced.
+def _price_target(pricing: Pricing | None, model: str) -> tuple[str, str] | None:
+    """(genai-prices provider id, model ref) for a provider's pricing and a model, or None.
 
-    Hugging Face router models name their serving provider after a colon
-    (`meta-llama/Llama-3.3-70B-Instruct:groq`), which selects the `huggingface_groq` table.
+    A routed provider's models name their serving provider after a colon (Hugging Face's
+    `meta-llama/Llama-3.3-70B-Instruct:groq`), which selects that provider's table
+    (`huggingface_groq`).
     """
-    if provider == "huggingface":
-        base, sep, route = model.rpartition(":")
-        if not sep or not base or not route or route in _HF_POLICIES:
-            return None
-        return f"huggingface_{route.lower()}", base
-    gp_provider = GENAI_PRICES_PROVIDERS.get(provider)
-    if gp_provider is None:
+    if pricing is None:
         return None
+    if pricing.routed:
+        base, sep, route = model.rpartition(":")
+        if not sep or not base or not route or route in pricing.route_policies:
+            return None
+        return pricing.provider_id + route.lower(), base
     # Gemini resource names ("models/gemini-2.5-flash") are bare model ids in the tables.
-    return gp_provider, model.removeprefix("models/")
+    return pricing.provider_id, model.removeprefix("models/")
 
 
 @lru_cache(maxsize=4096)
-def _resolve(provider: str, model: str) -> tuple[gp.Provider, gp.ModelInfo] | None:
-    """The genai-prices provider and model entry for (provider, model); None when unknown.
+def _resolve(pricing: Pricing | None, model: str) -> tuple[gp.Provider, gp.ModelInfo] | None:
+    """The genai-prices provider and model entry for (pricing, model); None when unknown.
 
     Cached because the snapshot remembers hits but rescans every model table on each miss.
     """
-    target = _price_target(provider, model)
+    target = _price_target(pricing, model)
     if target is None:
         return None
     try:
@@ -132,7 +113,7 @@ def _resolve(provider: str, model: str) -> tuple[gp.Provider, gp.ModelInfo] | No
 
 
 def cost_usd(
-    provider: str,
+    provider: Provider,
     model: str | None,
     usage: Usage,
     *,
@@ -141,42 +122,39 @@ def cost_usd(
 ) -> Decimal | None:
     """USD cost of one call, or None when it cannot be priced. Never raises.
 
-    In order: no token counts and no provider cost -> None; an override keyed "provider/model"
-    or "model" -> tokens at those prices; a cost the provider reported (xAI, OpenRouter,
-    Perplexity) -> that cost, which covers fees no token table knows; else genai-prices at the
-    prices in force at `when` (default now; naive means UTC). genai-prices counts cache tokens
-    inside input, so our cache-free input is added back up before pricing.
+    In order: no token counts -> None; an override keyed "provider/model" or "model" -> tokens
+    at those prices; else genai-prices (the provider's `pricing` table) at the prices in force
+    at `when` (default now; naive means UTC). genai-prices counts cache tokens inside input, so
+    our cache-free input is added back up before pricing. A cost the provider reported itself
+    (`usage.provider_cost_usd`) is not ours: the audit log records it beside this one.
     """
     try:
         return _cost(provider, model, usage, when, overrides)
     except Exception as exc:  # metering must never fail a request
-        _warn_once(provider, model, f"pricing failed: {exc!r}")
+        _warn_once(provider.name, model, f"pricing failed: {exc!r}")
         return None
 
 
 def _cost(
-    provider: str,
+    provider: Provider,
     model: str | None,
     usage: Usage,
     when: datetime | None,
     overrides: Mapping[str, PriceOverride] | None,
 ) -> Decimal | None:
     """`cost_usd` without the safety net."""
-    has_tokens = _has_tokens(usage)
-    if not has_tokens and usage.provider_cost_usd is None:
+    if not _has_tokens(usage):
         return None
-    if overrides and model and has_tokens:
-        override = overrides.get(f"{provider}/{model}") or overrides.get(model)
+    if overrides and model:
+        override = overrides.get(f"{provider.name}/{model}") or overrides.get(model)
         if override is not None:
             return _override_cost(override, usage)
-    if usage.provider_cost_usd is not None:
-        return Decimal(repr(usage.provider_cost_usd))
     if not model:
-        _warn_once(provider, model, "the call named no model")
+        _warn_once(provider.name, model, "the call named no model")
         return None
-    resolved = _resolve(provider, model)
+    resolved = _resolve(provider.pricing, model)
     if resolved is None:
-        _warn_once(provider, model, "not in genai-prices")
+        _warn_once(provider.name, model, "not in genai-prices")
         return None
     gp_provider, gp_model = resolved
     if when is not None and when.tzinfo is None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from llamakey.config import ResolvedProvider, Settings
 from llamakey.flowstate import FlowState, FlowStates
 from llamakey.identity import MasterKeys
+from llamakey.providers import BUILTIN_PROVIDERS, Provider
 from llamakey.scrub import Scrubber
 
 
@@ -23,6 +24,16 @@ class GatewayState:
         self.settings = settings
         self.scrubber = Scrubber(settings.real_keys)
         self.master_keys = MasterKeys(settings.users_by_hash)
+
+    def provider_entry(self, flow: FlowState) -> Provider:
+        """The catalogue entry of the provider a flow went to. One dropped from the config
+        while the flow was in flight is metered and priced as before (that depends on its
+        entry only)."""
+        resolved = self.provider_of(flow)
+        if resolved is not None:
+            return resolved.provider
+        name = flow.provider or ""
+        return BUILTIN_PROVIDERS.get(name) or Provider(name, ())
 
     def provider_of(self, flow: FlowState | None) -> ResolvedProvider | None:
         """The resolved provider a flow was identified as going to, if any."""

@@ -1,4 +1,4 @@
-"""Cost of one call: genai-prices figures, overrides, provider-reported cost, unknown models."""
+"""Cost of one call: genai-prices figures, overrides, unknown models; never the provider's."""
 
 # ruff: noqa: E501  (parametrize rows with long model ids read best one per line)
 
@@ -14,9 +14,15 @@ import pytest
 
 from llamakey import pricing
 from llamakey.pricing import PriceOverride, cost_usd
-from llamakey.usage import Usage, usage_from_body
+from llamakey.providers import BUILTIN_PROVIDERS, Provider
+from llamakey.usage import ApiFlavor, Usage, usage_from_body
 
 WHEN = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
+
+
+def provider(name: str) -> Provider:
+    """The catalogue entry of `name`, or what a provider added in the config gets."""
+    return BUILTIN_PROVIDERS.get(name) or Provider(name, (f"llm.{name}.example",))
 
 
 def reference_price(
@@ -38,7 +44,7 @@ def reference_price(
 
 
 @pytest.mark.parametrize(
-    ("provider", "gp_provider", "model", "model_ref", "tokens"),
+    ("name", "gp_provider", "model", "model_ref", "tokens"),
     [
         ("openai", "openai", "gpt-4o-2024-08-06", "gpt-4o-2024-08-06", (600, 100, 400, 0)),
         ("azure", "azure", "gpt-4o-2024-11-20", "gpt-4o-2024-11-20", (145, 7, 1920, 0)),
@@ -60,7 +66,7 @@ def reference_price(
     ],
 )  # fmt: skip
 def test_cost_matches_genai_prices(
-    provider: str, gp_provider: str, model: str, model_ref: str, tokens: tuple[int, int, int, int]
+    name: str, gp_provider: str, model: str, model_ref: str, tokens: tuple[int, int, int, int]
 ) -> None:
     inp, out, cache_read, cache_write = tokens
     usage = Usage(
@@ -72,16 +78,18 @@ def test_cost_matches_genai_prices(
     expected = reference_price(
         gp_provider, model_ref, inp=inp, out=out, cache_read=cache_read, cache_write=cache_write
     )
-    got = cost_usd(provider, model, usage, when=WHEN)
+    got = cost_usd(provider(name), model, usage, when=WHEN)
     assert got == expected
     assert got is not None and got > 0
 
 
 def test_cache_tokens_are_cheaper_than_plain_input() -> None:
     """Moving tokens from plain input into cache reads lowers the cost: caches are not lost."""
-    plain = cost_usd("openai", "gpt-4o", Usage(input_tokens=1000, output_tokens=0), when=WHEN)
+    plain = cost_usd(
+        provider("openai"), "gpt-4o", Usage(input_tokens=1000, output_tokens=0), when=WHEN
+    )
     cached = cost_usd(
-        "openai",
+        provider("openai"),
         "gpt-4o",
         Usage(input_tokens=200, output_tokens=0, cache_read_tokens=800),
         when=WHEN,
@@ -98,7 +106,7 @@ def test_cost_from_a_parsed_answer_end_to_end() -> None:
         b'"content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","stop_sequence":null,'
         b'"usage":{"input_tokens":12,"cache_creation_input_tokens":1500,"cache_read_input_tokens":3000,"output_tokens":6}}'
     )
-    usage = usage_from_body("anthropic", "anthropic-messages", body)
+    usage = usage_from_body(provider("anthropic"), ApiFlavor.ANTHROPIC_MESSAGES, body)
     assert usage is not None
     # Same figure genai-prices gets from the raw answer with its own Anthropic extractor.
     extracted = genai_prices.extract_usage(
@@ -114,14 +122,14 @@ def test_cost_from_a_parsed_answer_end_to_end() -> None:
         provider_id="anthropic",
     )
     expected = extracted.calc_price(genai_request_timestamp=WHEN).total_price
-    assert cost_usd("anthropic", usage.model, usage, when=WHEN) == expected
+    assert cost_usd(provider("anthropic"), usage.model, usage, when=WHEN) == expected
 
 
 def test_naive_when_is_utc() -> None:
     usage = Usage(input_tokens=1000, output_tokens=1000)
     naive = datetime(2025, 9, 1, 12, 0)
-    assert cost_usd("openai", "gpt-4o", usage, when=naive) == cost_usd(
-        "openai", "gpt-4o", usage, when=WHEN
+    assert cost_usd(provider("openai"), "gpt-4o", usage, when=naive) == cost_usd(
+        provider("openai"), "gpt-4o", usage, when=WHEN
     )
 
 
@@ -130,16 +138,16 @@ def test_override_wins() -> None:
     by_model = {
         "gpt-4o": PriceOverride(Decimal("1"), Decimal("2"), cache_read_per_mtok=Decimal("0.1"))
     }
-    assert cost_usd("openai", "gpt-4o", usage, overrides=by_model) == Decimal("2.2")
+    assert cost_usd(provider("openai"), "gpt-4o", usage, overrides=by_model) == Decimal("2.2")
     # "provider/model" beats the bare model name.
     both = {
         **by_model,
         "azure/gpt-4o": PriceOverride(Decimal("10"), Decimal("20")),
     }
     # No cache price: cache reads bill as input.
-    assert cost_usd("azure", "gpt-4o", usage, overrides=both) == Decimal("40")
-    assert cost_usd("openai", "gpt-4o", usage, overrides=both) == Decimal("2.2")
-    # Overrides price models genai-prices does not know, and beat a provider-reported cost.
+    assert cost_usd(provider("azure"), "gpt-4o", usage, overrides=both) == Decimal("40")
+    assert cost_usd(provider("openai"), "gpt-4o", usage, overrides=both) == Decimal("2.2")
+    # Overrides price models genai-prices does not know; a provider-reported cost is not used.
     private = {
         "my-finetune": PriceOverride(Decimal("3"), Decimal("6"), cache_write_per_mtok=Decimal("4"))
     }
@@ -149,32 +157,40 @@ def test_override_wins() -> None:
         cache_write_tokens=1_000_000,
         provider_cost_usd=99.0,
     )
-    assert cost_usd("vectara", "my-finetune", reported, overrides=private) == Decimal("13")
+    assert cost_usd(provider("vectara"), "my-finetune", reported, overrides=private) == Decimal(
+        "13"
+    )
 
 
-def test_provider_reported_cost_is_used() -> None:
-    usage = Usage(
+def test_provider_reported_cost_is_not_ours() -> None:
+    """Ours comes from token counts; the provider's (xAI, OpenRouter, Perplexity) is recorded
+    beside it by the audit log, never taken in its place."""
+    tokens = Usage(input_tokens=26, output_tokens=103, cache_read_tokens=6)
+    reported = Usage(
         input_tokens=26, output_tokens=103, cache_read_tokens=6, provider_cost_usd=0.00012345
     )
-    assert cost_usd("xai", "grok-3-mini", usage) == Decimal("0.00012345")
-    # Even for a model the price tables do not know.
-    assert cost_usd("openrouter", "some/brand-new-model", usage) == Decimal("0.00012345")
-    free = Usage(input_tokens=10, output_tokens=10, provider_cost_usd=0.0)
-    assert cost_usd("openrouter", "meta-llama/llama-3.3-8b-instruct:free", free) == Decimal("0")
+    ours = cost_usd(provider("xai"), "grok-3-mini", tokens, when=WHEN)
+    assert ours is not None and ours != Decimal("0.00012345")
+    assert cost_usd(provider("xai"), "grok-3-mini", reported, when=WHEN) == ours
+    # A model the price tables do not know stays unpriced, and a cost alone is no usage.
+    assert cost_usd(provider("openrouter"), "some/brand-new-model", reported) is None
+    assert (
+        cost_usd(provider("openrouter"), "openai/gpt-4o-mini", Usage(provider_cost_usd=0.1)) is None
+    )
 
 
 def test_unknown_model_is_none_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     usage = Usage(input_tokens=100, output_tokens=100)
     with caplog.at_level(logging.WARNING, logger="llamakey.pricing"):
-        assert cost_usd("openai", "gpt-unknown-test-model", usage) is None
-        assert cost_usd("openai", "gpt-unknown-test-model", usage) is None
-        assert cost_usd("mistral", "gpt-unknown-test-model", usage) is None
+        assert cost_usd(provider("openai"), "gpt-unknown-test-model", usage) is None
+        assert cost_usd(provider("openai"), "gpt-unknown-test-model", usage) is None
+        assert cost_usd(provider("mistral"), "gpt-unknown-test-model", usage) is None
     warnings = [r for r in caplog.records if "gpt-unknown-test-model" in r.getMessage()]
     assert len(warnings) == 2  # one per (provider, model)
 
 
 @pytest.mark.parametrize(
-    ("provider", "model"),
+    ("name", "model"),
     [
         ("vectara", "mockingbird-2.0"),
         ("anyscale", "meta-llama/Llama-2-70b-chat-hf"),
@@ -185,31 +201,35 @@ def test_unknown_model_is_none_and_warns_once(caplog: pytest.LogCaptureFixture) 
         ("not-a-provider", "gpt-4o"),
     ],
 )
-def test_unpriced_is_none(provider: str, model: str | None) -> None:
-    assert cost_usd(provider, model, Usage(input_tokens=10, output_tokens=10)) is None
+def test_unpriced_is_none(name: str, model: str | None) -> None:
+    assert cost_usd(provider(name), model, Usage(input_tokens=10, output_tokens=10)) is None
 
 
 def test_no_usage_is_none_not_zero() -> None:
-    assert cost_usd("openai", "gpt-4o", Usage()) is None
-    assert cost_usd("openai", "gpt-4o", Usage(model="gpt-4o", finish_reason="stop")) is None
+    assert cost_usd(provider("openai"), "gpt-4o", Usage()) is None
+    assert (
+        cost_usd(provider("openai"), "gpt-4o", Usage(model="gpt-4o", finish_reason="stop")) is None
+    )
     # Zero tokens reported is a real (free) call.
-    assert cost_usd("openai", "gpt-4o", Usage(input_tokens=0, output_tokens=0)) == Decimal("0")
+    assert cost_usd(
+        provider("openai"), "gpt-4o", Usage(input_tokens=0, output_tokens=0)
+    ) == Decimal("0")
 
 
 def test_never_raises() -> None:
     # Negative counts make genai-prices raise ValueError; a junk override raises AttributeError.
     broken = Usage(input_tokens=-5, output_tokens=10)
-    assert cost_usd("openai", "gpt-4o", broken) is None
+    assert cost_usd(provider("openai"), "gpt-4o", broken) is None
     junk: dict[str, Any] = {"gpt-4o": "not a PriceOverride"}
-    assert cost_usd("openai", "gpt-4o", Usage(input_tokens=10), overrides=junk) is None
+    assert cost_usd(provider("openai"), "gpt-4o", Usage(input_tokens=10), overrides=junk) is None
 
 
 def test_model_lookup_is_cached() -> None:
     pricing._resolve.cache_clear()
     usage = Usage(input_tokens=10, output_tokens=10)
     for _ in range(5):
-        cost_usd("openai", "gpt-4o-mini", usage)
-        cost_usd("openai", "gpt-nonexistent-cache-test", usage)
+        cost_usd(provider("openai"), "gpt-4o-mini", usage)
+        cost_usd(provider("openai"), "gpt-nonexistent-cache-test", usage)
     info = pricing._resolve.cache_info()
     assert info.misses == 2
     assert info.hits == 8
@@ -234,16 +254,17 @@ def test_flat_fast_path_agrees_with_genai_prices_over_the_whole_catalogue() -> N
             if rates is None:
                 continue
             read, write = rng.choice([0, 3, 1500]), rng.choice([0, 5, 700])
+            inp, out = rng.randint(0, 50_000), rng.randint(0, 9_000)
             usage = Usage(
-                input_tokens=rng.randint(0, 50_000),
-                output_tokens=rng.randint(0, 9_000),
+                input_tokens=inp,
+                output_tokens=out,
                 cache_read_tokens=read,
                 cache_write_tokens=write,
             )
             expected = model.calc_price(
                 PriceUsage(
-                    input_tokens=usage.input_tokens + read + write,
-                    output_tokens=usage.output_tokens,
+                    input_tokens=inp + read + write,
+                    output_tokens=out,
                     cache_read_tokens=read,
                     cache_write_tokens=write,
                 ),

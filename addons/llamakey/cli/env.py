@@ -34,8 +34,7 @@ def client_environment(
     env["NODE_USE_ENV_PROXY"] = "1"
     for provider in BUILTIN_PROVIDERS.values():
         for var in provider.key_env:
-            # Hugging Face's SDK routes through its router only for hf_ tokens.
-            env[var] = credentials.HF_PREFIX + key if provider.name == "huggingface" else key
+            env[var] = provider.key_env_prefix + key  # hf_ for Hugging Face's router
     return env
 
 

@@ -8,7 +8,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -23,8 +23,6 @@ from llamakey.config.schema import (
 from llamakey.credentials import HF_PREFIX, MASTER_PREFIX
 from llamakey.providers import (
     BUILTIN_PROVIDERS,
-    Carrier,
-    ErrorShape,
     Provider,
     ProviderIndex,
 )
@@ -187,16 +185,17 @@ def resolve(file: ConfigFile, path: Path | None) -> Settings:
 
 
 def _merge_provider(name: str, builtin: Provider | None, table: ProviderTable) -> Provider:
-    carrier = table.carrier or (builtin.default_carrier if builtin else Carrier.BEARER)
+    # Everything the file does not set comes from the catalogue entry; a provider added by the
+    # file gets the defaults of one (OpenAI-compatible usage, no prices, no key variables).
+    base = builtin or Provider(name, ())
+    carrier = table.carrier or base.default_carrier
     carriers = (builtin.carriers if builtin else frozenset()) | {carrier}
-    return Provider(
-        name=name,
-        hosts=tuple(table.hosts) if table.hosts else builtin.hosts if builtin else (),
+    return replace(
+        base,
+        hosts=tuple(table.hosts) if table.hosts else base.hosts,
         default_carrier=carrier,
         carriers=carriers,
-        error_shape=table.error_shape or (builtin.error_shape if builtin else ErrorShape.OPENAI),
-        key_env=builtin.key_env if builtin else (),
-        legacy=builtin.legacy if builtin else None,
+        error_shape=table.error_shape or base.error_shape,
     )
 
 

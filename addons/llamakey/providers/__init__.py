@@ -1,11 +1,21 @@
-"""Everything about each LLM provider: hosts, credential carriers, error shapes."""
+"""Everything about each LLM provider: hosts, credential carriers, error shapes, metering."""
 
 from llamakey.providers.catalogue import (
     BUILTIN_PROVIDERS,
     Carrier,
     ErrorShape,
+    Pricing,
     Provider,
     ProviderIndex,
+    UsageFamily,
 )
 
-__all__ = ["BUILTIN_PROVIDERS", "Carrier", "ErrorShape", "Provider", "ProviderIndex"]
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "Carrier",
+    "ErrorShape",
+    "Pricing",
+    "Provider",
+    "ProviderIndex",
+    "UsageFamily",
+]

@@ -117,7 +117,8 @@ class IdentifyProvider:
             return
         request = flow.request
         body = request.raw_content or b""
-        state.flavor = usage.api_flavor(state.provider, request.method, request.path)
+        provider = self.state.provider_entry(state)
+        state.flavor = usage.api_flavor(provider, request.method, request.path)
         state.model = usage.request_model(state.flavor, request.path, body)
         state.stream = usage.is_stream_request(state.flavor, request.path, body)
 

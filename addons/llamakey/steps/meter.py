@@ -13,6 +13,7 @@ from mitmproxy import http
 
 from llamakey import usage as usage_lib
 from llamakey.flowstate import FlowState
+from llamakey.providers import Provider
 from llamakey.scrub import StreamScrubber
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
@@ -33,7 +34,7 @@ class _BodyCopy:
 
     __slots__ = ("body", "flavor", "provider")
 
-    def __init__(self, provider: str, flavor: str) -> None:
+    def __init__(self, provider: Provider, flavor: usage_lib.ApiFlavor) -> None:
         self.provider = provider
         self.flavor = flavor
         self.body = bytearray()
@@ -94,7 +95,8 @@ class Meter:
         flow.request.anticomp()
         if state.stream:
             body = flow.request.raw_content or b""
-            rewritten = usage_lib.ensure_stream_usage(state.flavor, state.provider, body)
+            provider = self.state.provider_entry(state)
+            rewritten = usage_lib.ensure_stream_usage(state.flavor, provider, body)
             if rewritten is not None:
                 flow.request.content = rewritten
                 state.injected_stream_usage = True
@@ -110,12 +112,13 @@ class Meter:
             return  # a plain answer of known size: read whole in `response`
         # Anything else passes through as it arrives: event streams, and chunked bodies.
         meter: _Metering
+        provider = self.state.provider_entry(state)
         if events or state.stream:
             meter = usage_lib.StreamMeter(
-                state.provider, state.flavor, drop_usage_only_chunk=state.injected_stream_usage
+                provider, state.flavor, drop_usage_only_chunk=state.injected_stream_usage
             )
         else:
-            meter = _BodyCopy(state.provider, state.flavor)
+            meter = _BodyCopy(provider, state.flavor)
         self._meters[flow.id] = meter
         flow.response.stream = _Tap(state, meter, self.state.scrubber.stream())
 
@@ -129,7 +132,7 @@ class Meter:
             state.usage = meter.usage
         else:
             state.usage = usage_lib.usage_from_body(
-                state.provider, state.flavor, flow.response.content or b""
+                self.state.provider_entry(state), state.flavor, flow.response.content or b""
             )
 
     @fail_closed

@@ -8,7 +8,6 @@ never a silent 0. The result also shows in mitmweb's comment column.
 from __future__ import annotations
 
 import gc
-from dataclasses import replace
 
 from genai_prices.data_snapshot import get_snapshot
 from mitmproxy import http
@@ -58,12 +57,11 @@ class Settle:
         state = self.state.flows.get(flow)
         if state is None or state.provider is None or state.usage is None:
             return
-        usage = replace(state.usage)
+        usage = state.usage
         model = usage.model or state.model
         # Our own figure, from token counts: the provider's (xAI, OpenRouter, Perplexity) is
         # recorded beside it by the audit log, not in its place.
-        usage.provider_cost_usd = None
-        cost = cost_usd(state.provider, model, usage, overrides=self.overrides())
+        cost = cost_usd(self.state.provider_entry(state), model, usage, overrides=self.overrides())
         state.cost_usd = float(cost) if cost is not None else None
         mirror(flow, state)
         tokens = (
