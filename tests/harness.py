@@ -161,14 +161,14 @@ class Gateway:
 
     def client_env(self, user: str, **extra: str) -> dict[str, str]:
         """The environment `lmk env USER` prints, on top of a clean copy of ours."""
+        # The key goes in the environment: a process's arguments are readable by every user.
         result = run_lmk(
             self.config,
             "env",
             user,
-            "--key",
-            self.keys[user],
             "--output",
             str(self.workdir / f"{user}.env"),
+            env={"LMK_MASTER_KEY": self.keys[user]},
         )
         assert result.returncode == 0, result.stderr
         env = {
