@@ -25,7 +25,7 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     print(key)
     print(
         f"# The master key of {args.name!r}, shown once; only its SHA-256 is kept in "
-        f"{args.config}.\n# Client set-up: lmk env {args.name} --key {key[:8]}...",
+        f"{args.config}.\n# Client set-up: LMK_MASTER_KEY=... lmk env {args.name}",
         file=sys.stderr,
     )
     return 0

@@ -12,7 +12,6 @@ A running proxy picks the change up on its next reload.
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import tomlkit
 
 from llamakey.config.schema import ConfigError, parse
+from llamakey.files import write_atomically
 
 
 class UserExistsError(ConfigError):
@@ -85,21 +85,10 @@ def remove_user(doc: tomlkit.TOMLDocument, name: str) -> None:
 
 
 def _replace(path: Path, text: str) -> None:
-    """Atomically replace `path` with `text`, keeping its permission bits if it exists."""
+    """Atomically replace `path` with `text`, keeping its permission bits if it exists (a
+    planted symlink is replaced, never written through)."""
     try:
-        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+        mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        mode = None
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    # A new file gets the usual 0666 less umask; a replacement starts private and then takes
-    # the old file's bits (fchmod ignores the umask, so 0664 stays 0664).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            if mode is not None:
-                os.fchmod(handle.fileno(), mode)
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        mode = 0o644  # the configuration holds no secret: key hashes only
+    write_atomically(path, text, mode)

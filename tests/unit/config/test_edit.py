@@ -139,14 +139,18 @@ def test_save_keeps_the_file_mode(cfg: Path, mode: int) -> None:
 
 
 def test_save_replaces_the_file_in_one_rename(cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tmp = cfg.with_name(cfg.name + ".tmp")
     seen: list[tuple[str, str]] = []
     real_replace = os.replace
 
-    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    def replace(src: str, dst: str, *, src_dir_fd: int, dst_dir_fd: int) -> None:
         # At the rename, the new text is complete in the temporary file, the old one untouched.
-        seen.append((Path(src).read_text(encoding="utf-8"), Path(dst).read_text(encoding="utf-8")))
-        real_replace(src, dst)
+        def read(name: str, fd: int) -> str:
+            opened = os.open(name, os.O_RDONLY, dir_fd=fd)
+            with os.fdopen(opened, encoding="utf-8") as handle:
+                return handle.read()
+
+        seen.append((read(src, src_dir_fd), read(dst, dst_dir_fd)))
+        real_replace(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
     original = cfg.read_text(encoding="utf-8")
     monkeypatch.setattr(os, "replace", replace)
@@ -155,7 +159,7 @@ def test_save_replaces_the_file_in_one_rename(cfg: Path, monkeypatch: pytest.Mon
     assert old == original
     assert new == cfg.read_text(encoding="utf-8")
     assert ALICE_SHA in new
-    assert not tmp.exists()
+    assert sorted(p.name for p in cfg.parent.iterdir()) == [cfg.name]  # no temporary left
 
 
 def test_failed_write_leaves_the_file_and_no_temporary(
@@ -165,14 +169,14 @@ def test_failed_write_leaves_the_file_and_no_temporary(
     doc = edit.open_document(cfg)
     edit.add_user(doc, "alice", ALICE_SHA)
 
-    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    def replace(src: str, dst: str, **dir_fds: int) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(OSError, match="No space"):
         edit.save_document(cfg, doc)
     assert cfg.read_bytes() == original
-    assert not cfg.with_name(cfg.name + ".tmp").exists()
+    assert sorted(p.name for p in cfg.parent.iterdir()) == [cfg.name]
 
 
 def test_save_refuses_an_invalid_document_and_keeps_the_file(cfg: Path) -> None:
@@ -185,4 +189,17 @@ def test_save_refuses_an_invalid_document_and_keeps_the_file(cfg: Path) -> None:
     assert message.startswith("not saved: ")
     assert "proxy.listen_port" in message and str(cfg) in message
     assert cfg.read_bytes() == original
-    assert not cfg.with_name(cfg.name + ".tmp").exists()
+    assert sorted(p.name for p in cfg.parent.iterdir()) == [cfg.name]
+
+
+def test_save_replaces_a_planted_symlink_instead_of_writing_through_it(cfg: Path) -> None:
+    victim = cfg.parent / "victim.txt"
+    victim.write_text("theirs", encoding="utf-8")
+    original = cfg.read_text(encoding="utf-8")
+    cfg.unlink()
+    cfg.symlink_to(victim)
+    victim.write_text(original, encoding="utf-8")
+    add(cfg, "alice", ALICE_SHA)
+    assert not cfg.is_symlink()
+    assert victim.read_text(encoding="utf-8") == original  # untouched
+    assert ALICE_SHA in cfg.read_text(encoding="utf-8")

@@ -14,7 +14,7 @@ load = importlib.import_module("llamakey.config.load")
 
 PACKAGE = Path(config.__file__).parent
 # What config may import from llamakey: itself and the layers below it.
-ALLOWED = ("llamakey.config", "llamakey.providers", "llamakey.credentials")
+ALLOWED = ("llamakey.config", "llamakey.providers", "llamakey.credentials", "llamakey.files")
 
 
 def llamakey_imports(path: Path) -> set[str]:
