@@ -42,10 +42,13 @@ def key_problems(seen: Seen) -> list[str]:
         for name, value in seen.headers
     ]
     path = seen.path.encode("latin-1", "replace")
-    parts += [("path", path), ("decoded path", unquote_to_bytes(path)), ("body", seen.body)]
-    problems = [
-        f"{what}: a master key in its {where}" for where, blob in parts if MASTER_KEY.search(blob)
-    ]
+    parts.append(("path", path))
+    if (decoded := unquote_to_bytes(path)) != path:
+        parts.append(("percent-decoded path", decoded))
+    parts.append(("body", seen.body))
+    problems: list[str] = []
+    if where := [w for w, blob in parts if MASTER_KEY.search(blob)]:
+        problems.append(f"{what}: a master key in its {', '.join(where)}")
     for provider, key in REAL_KEYS.items():
         where = [w for w, blob in parts if key.encode() in blob]
         if where and not _sni_serves(provider, seen.sni):
