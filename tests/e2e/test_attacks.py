@@ -371,8 +371,8 @@ def test_invalid_utf8_key_is_refused_or_authenticated_never_forwarded(
         assert any(which == "good" for _, which in carriers), "authenticated on a wrong key"
         assert row["user"] == "alice" and row["refused_by"] is None
         [seen] = mock.seen
-        provider = row["provider"]
-        assert REAL_KEYS[provider].encode() in everything(seen)
+        assert seen.sni == host
+        assert REAL_KEYS[row["provider"]].encode() in everything(seen)
     for seen in mock.seen:
         blob = everything(seen)
         assert b"lmk_" not in blob and b"\xff" not in blob and key[4:].encode() not in blob, seen
