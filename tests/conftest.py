@@ -2,14 +2,70 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 import pytest
 import trustme
 
-from tests.harness import Gateway
-from tests.mock_upstream import MockUpstream
+from llamakey.providers import BUILTIN_PROVIDERS
+from tests.harness import REAL_KEYS, Gateway
+from tests.mock_upstream import MockUpstream, Seen
+
+# Anything shaped like a master key (llamakey.credentials.MASTER_KEY_PATTERN, kept apart on
+# purpose: the check must not follow the code it checks).
+MASTER_KEY = re.compile(rb"(?:hf_)?lmk_[A-Za-z0-9_-]{16,}")
+
+
+def _sni_serves(provider: str, sni: str | None) -> bool:
+    """Whether TLS server name `sni` is one of `provider`'s own hosts."""
+    if not sni:
+        return False
+    name = sni.lower().rstrip(".")
+    for pattern in BUILTIN_PROVIDERS[provider].hosts:
+        if pattern.startswith("*."):
+            if name.endswith(pattern[1:]) and len(name) > len(pattern) - 1:
+                return True
+        elif name == pattern:
+            return True
+    return False
+
+
+def key_problems(seen: Seen) -> list[str]:
+    """What is wrong with one request a provider received: a master key anywhere in it, or a
+    real key on a connection opened for another provider's host."""
+    what = f"{seen.request_id} {seen.method} {seen.path!r} (Host {seen.host!r}, SNI {seen.sni!r})"
+    parts: list[tuple[str, bytes]] = [
+        (f"header {name}", f"{name}: {value}".encode("latin-1", "replace"))
+        for name, value in seen.headers
+    ]
+    path = seen.path.encode("latin-1", "replace")
+    parts.append(("path", path))
+    if (decoded := unquote_to_bytes(path)) != path:
+        parts.append(("percent-decoded path", decoded))
+    parts.append(("body", seen.body))
+    problems: list[str] = []
+    if where := [w for w, blob in parts if MASTER_KEY.search(blob)]:
+        problems.append(f"{what}: a master key in its {', '.join(where)}")
+    for provider, key in REAL_KEYS.items():
+        where = [w for w, blob in parts if key.encode() in blob]
+        if where and not _sni_serves(provider, seen.sni):
+            problems.append(
+                f"{what}: {provider}'s real key in its {', '.join(where)}, on a connection "
+                f"whose TLS server name is not a host of {provider}"
+            )
+    return problems
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_key_ever_went_astray() -> Iterator[None]:
+    """After the whole session: every request any mock provider received carried no master key,
+    and each real key only on a connection opened for its own provider's host."""
+    yield
+    problems = [p for m in MockUpstream.instances for s in m.all_seen for p in key_problems(s)]
+    assert not problems, "requests that reached a provider wrongly:\n" + "\n".join(problems)
 
 
 @pytest.fixture(scope="session")

@@ -36,10 +36,22 @@ Request headers that steer the mock (all optional):
 ``x-mock-echo-auth``    ``1``: the error body quotes the credential received (implies 401)
 ``x-mock-model``        model name to report in the answer
 ``x-mock-abort-after``  drop the connection after this many stream events (no terminator)
-``x-mock-gzip``         ``1``: gzip a non-stream answer when the client accepts gzip
+``x-mock-gzip``         ``1``: gzip a non-stream answer when the client accepts gzip;
+                        ``force``: gzip it whatever the client accepts (an echo stream too)
+``x-mock-echo-key``     send the credential received back, as a provider that quotes a key
+                        would (for the proxy's scrubber): ``body`` (or ``1``) in the error body
+                        (status ``x-mock-status``, default 401); ``stream`` in an ``error`` event
+                        of a 200 server-sent-events stream, cut into two HTTP chunks
+                        ``x-mock-split-at`` bytes into the credential (default: its middle; with
+                        ``x-mock-gzip: force`` the gzipped event is cut in its middle);
+                        ``header`` in ``Location: https://HOST/login?key=...`` and
+                        ``x-mock-echo`` headers (status ``x-mock-status``, default 302)
+``x-mock-split-at``     see ``x-mock-echo-key: stream``
 
 Every answer carries ``x-mock-request-id``, the key of :attr:`MockUpstream.sent_times` and
-:attr:`Seen.request_id`.
+:attr:`Seen.request_id`. Each request also records the TLS server name its connection was
+opened with (:attr:`Seen.sni`), and :attr:`MockUpstream.all_seen` keeps every request ever
+received (``clear()`` leaves it), over all instances in :attr:`MockUpstream.instances`.
 
 Self-contained on purpose (stdlib + trustme): the proxy's own code must not shape its test double.
 """
@@ -61,11 +73,12 @@ import tempfile
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import trustme
@@ -388,6 +401,7 @@ class Seen:
     body: bytes  # de-chunked
     time: float  # time.monotonic() when the request was fully read
     request_id: str = ""  # also sent back as x-mock-request-id
+    sni: str | None = None  # the TLS server name of the connection (None: the client sent none)
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
@@ -1185,11 +1199,11 @@ class _Handler(BaseHTTPRequestHandler):
         request_id: str,
         extra: dict[str, str] | None = None,
     ) -> None:
+        gzip_mode = self.headers.get("x-mock-gzip")
         if (
-            self.headers.get("x-mock-gzip") == "1"
-            and "gzip" in self.headers.get("Accept-Encoding", "")
-            and body
-        ):
+            gzip_mode == "force"
+            or (gzip_mode == "1" and "gzip" in self.headers.get("Accept-Encoding", ""))
+        ) and body:
             body = gzip.compress(body)
             extra = {**(extra or {}), "Content-Encoding": "gzip"}
         self.send_response(status)
@@ -1213,7 +1227,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         self.wfile.flush()
 
-    def _send_stream(self, events: Iterable[bytes], content_type: str, request_id: str) -> None:
+    def _send_stream(
+        self,
+        events: Iterable[bytes],
+        content_type: str,
+        request_id: str,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         """Write each event as its own HTTP chunk, flushed, with a pause between events."""
         owner = self.server.owner
         delay = _float_header(self.headers.get("x-mock-chunk-delay"), owner.chunk_delay)
@@ -1224,6 +1244,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("x-mock-request-id", request_id)
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
         if self._chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
@@ -1259,6 +1281,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             time=time.monotonic(),
             request_id=request_id,
+            sni=owner._sni.get(self.connection),
         )
         owner._record_seen(seen)
         self._started = False
@@ -1284,6 +1307,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = split.path
         route = _route(host, self.command, path)
         family = route[1] if route else family_for_host(host)
+
+        if echo_key := self.headers.get("x-mock-echo-key"):
+            self._echo_key(seen, family, echo_key)
+            return
 
         status = _int_header(self.headers.get("x-mock-status"))
         echo = self.headers.get("x-mock-echo-auth") == "1"
@@ -1373,6 +1400,36 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(200, plain(req), request_id)
 
+    def _echo_key(self, seen: Seen, family: str | None, mode: str) -> None:
+        """Answer with the credential received in it (see ``x-mock-echo-key``)."""
+        credential = _received_credential(seen) or "<none>"
+        request_id = seen.request_id
+        status = _int_header(self.headers.get("x-mock-status"))
+        message = f"Incorrect API key provided: {credential}"
+        if mode == "stream":
+            event = _sse(_error_body(family, 401, message, request_id), "error")
+            extra = None
+            if self.headers.get("x-mock-gzip") == "force":
+                event = gzip.compress(event)
+                cut = len(event) // 2
+                extra = {"Content-Encoding": "gzip"}
+            else:
+                split_at = _int_header(self.headers.get("x-mock-split-at"))
+                where = event.index(credential.encode())
+                cut = where + (len(credential) // 2 if split_at is None else split_at)
+            parts = [event[:cut], event[cut:]]
+            self._send_stream(parts, "text/event-stream; charset=utf-8", request_id, extra)
+        elif mode == "header":
+            status = 302 if status is None else status
+            body = _error_body(family, status, "Sign in again.", request_id)
+            location = f"https://{seen.host or 'localhost'}/login?key={credential}"
+            self._send_json(
+                status, body, request_id, **{"Location": location, "x-mock-echo": credential}
+            )
+        else:
+            status = 401 if status is None else status
+            self._send_json(status, _error_body(family, status, message, request_id), request_id)
+
     def _model(self, endpoint: str, family: str, path: str, body: Any) -> str:
         """The model name to report: x-mock-model, else what the provider would say."""
         if override := self.headers.get("x-mock-model"):
@@ -1415,7 +1472,12 @@ class MockUpstream:
     """The fake provider: start() it, point the proxy's upstream connections at `address`.
 
     `seen`, `sent_times` and `errors` may be read from any thread; `clear()` empties them.
+    `all_seen` is never cleared: every request this instance ever received, for checks over a
+    whole test session (see `instances`).
     """
+
+    #: Every instance made in this process, in creation order (for session-wide checks).
+    instances: ClassVar[list[MockUpstream]] = []
 
     def __init__(
         self, ca: trustme.CA, *, chunk_delay: float = 0.05, bind: str = "127.0.0.1"
@@ -1424,6 +1486,11 @@ class MockUpstream:
         self.chunk_delay = chunk_delay
         self._bind = bind
         self.seen: list[Seen] = []
+        self.all_seen: list[Seen] = []
+        # TLS server name per live connection, as the handshake's SNI callback saw it.
+        self._sni: weakref.WeakKeyDictionary[socket.socket, str | None] = (
+            weakref.WeakKeyDictionary()
+        )
         self.sent_times: dict[str, list[float]] = {}
         #: Tracebacks of handler crashes (a test can assert this stays empty).
         self.errors: list[str] = []
@@ -1435,6 +1502,7 @@ class MockUpstream:
         self.ca_pem_path: Path = self._tmpdir / "upstream-ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_pem_path))
         self._cert = ca.issue_cert(*PROVIDER_HOSTS, *EXTRA_CERT_NAMES)
+        MockUpstream.instances.append(self)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -1443,7 +1511,13 @@ class MockUpstream:
         self._cert.configure_cert(ctx)
         # We speak HTTP/1.1 only; advertising it keeps h2-capable clients from choosing h2.
         ctx.set_alpn_protocols(["http/1.1"])
+        ctx.sni_callback = self._on_sni
         return ctx
+
+    def _on_sni(self, tls: Any, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        """Record the server name a connection asks for (called during its handshake)."""
+        with self._lock:
+            self._sni[tls] = server_name
 
     def start(self) -> None:
         """Bind a free loopback port and serve in a daemon thread."""
@@ -1502,6 +1576,7 @@ class MockUpstream:
     def _record_seen(self, seen: Seen) -> None:
         with self._lock:
             self.seen.append(seen)
+            self.all_seen.append(seen)
             self.sent_times[seen.request_id] = []
 
     def _record_sent(self, request_id: str) -> None:
