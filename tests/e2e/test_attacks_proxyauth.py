@@ -86,11 +86,6 @@ def test_valid_user_opens_tunnels(auth_gateway: Gateway, origin: _Origin, target
     assert status == 200, head
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Authenticate.http_connect takes any user MasterKeys.find returns, whatever "
-    "User.refusal says: a disabled or expired user's key opens the tunnel (200, not 407)",
-)
 @pytest.mark.parametrize("target", ["provider", "other"])
 @pytest.mark.parametrize("user", ["dave", "erin"], ids=["disabled", "expired"])
 def test_disabled_or_expired_user_cannot_open_tunnels(
@@ -103,12 +98,6 @@ def test_disabled_or_expired_user_cannot_open_tunnels(
     assert status == 407, head
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy_auth is checked only in Authenticate.http_connect: a plain-HTTP proxy "
-    "request (absolute-form, no CONNECT) never reaches it, and IdentifyProvider passes "
-    "non-provider hosts through, so the request is relayed without credentials",
-)
 @pytest.mark.parametrize("target", ["example.test", "origin"])
 def test_plain_http_proxying_requires_proxy_credentials(
     auth_gateway: Gateway, origin: _Origin, target: str

@@ -144,12 +144,16 @@ def _other_names(flow: http.HTTPFlow, target: tuple[str, int]) -> list[str]:
     names = [("request target", request.host, request.port)]
     if flow.client_conn.sni:
         names.append(("TLS server name", flow.client_conn.sni, target[1]))
-    if (header := request.host_header) is not None:
+    # Inside a tunnel mitmproxy sets `request.host` to the CONNECT target, so the name an
+    # absolute-form target (or h2's :authority) carries is only in `request.authority`.
+    for what, authority in (("request target", request.authority), ("Host", request.host_header)):
+        if not authority:
+            continue
         try:
-            host, port = url.parse_authority(header, check=True)
+            host, port = url.parse_authority(authority, check=True)
         except ValueError:
-            host, port = header, None
-        names.append(("Host", host, port if port is not None else target[1]))
+            host, port = authority, None
+        names.append((what, host, port if port is not None else target[1]))
     for what, host, port in names:
         if _normal(host) != target[0] or port != target[1]:
             stray.append(f"{what} {host!r}" + (f" port {port}" if port != target[1] else ""))

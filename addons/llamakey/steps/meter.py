@@ -8,7 +8,10 @@ in `response`. Usage seen before a client disconnects is kept (only `error` fire
 from __future__ import annotations
 
 import time
+import zlib
+from typing import Protocol
 
+import brotli
 from mitmproxy import http
 
 from llamakey import usage as usage_lib
@@ -56,24 +59,81 @@ class _BodyCopy:
 type _Metering = usage_lib.StreamMeter | _BodyCopy
 
 
+class _Decoder(Protocol):
+    def feed(self, data: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+
+
+class _Zlib:
+    """gzip or deflate, decoded as it arrives."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, wbits: int) -> None:
+        self._inner = zlib.decompressobj(wbits)
+
+    def feed(self, data: bytes) -> bytes:
+        return self._inner.decompress(data)
+
+    def finish(self) -> bytes:
+        return self._inner.flush()
+
+
+class _Brotli:
+    __slots__ = ("_inner",)
+
+    def __init__(self) -> None:
+        self._inner = brotli.Decompressor()
+
+    def feed(self, data: bytes) -> bytes:
+        out: bytes = self._inner.process(data)
+        return out
+
+    def finish(self) -> bytes:
+        return b""
+
+
+def _decoder(encoding: str) -> _Decoder | None:
+    """An incremental decoder for a content-encoding we can read as it streams, else None."""
+    match encoding:
+        case "gzip" | "x-gzip":
+            return _Zlib(zlib.MAX_WBITS | 16)
+        case "deflate":
+            return _Zlib(zlib.MAX_WBITS)
+        case "br":
+            return _Brotli()
+        case _:
+            return None
+
+
 class _Tap:
-    """The `flow.response.stream` callable: meter each chunk, mask secrets, forward at once."""
+    """The `flow.response.stream` callable: decode, meter each chunk, mask secrets, forward."""
 
-    __slots__ = ("meter", "scrubber", "state")
+    __slots__ = ("decoder", "meter", "scrubber", "state")
 
-    def __init__(self, state: FlowState, meter: _Metering, scrubber: StreamScrubber) -> None:
+    def __init__(
+        self,
+        state: FlowState,
+        meter: _Metering,
+        scrubber: StreamScrubber,
+        decoder: _Decoder | None = None,
+    ) -> None:
         self.state = state
         self.meter = meter
         self.scrubber = scrubber
+        self.decoder = decoder
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if not data:  # end of the answer
-            tail: bytes = self.scrubber.feed(self.meter.finish()) + self.scrubber.finish()
-            return tail
+            rest = self.decoder.finish() if self.decoder else b""
+            tail: bytes = self.scrubber.feed(self.meter.feed(rest) + self.meter.finish())
+            return tail + self.scrubber.finish()
         state = self.state
         if state.first_byte is None:
             state.first_byte = time.time()
         state.response_bytes += len(data)
+        if self.decoder is not None:
+            data = self.decoder.feed(data)
         out = self.scrubber.feed(self.meter.feed(data))
         # b"" would end a chunked answer early: an empty list forwards nothing.
         return out if out else []
@@ -110,7 +170,18 @@ class Meter:
         events = headers.get("content-type", "").startswith(_STREAMING_TYPES)
         if not events and not state.stream and "content-length" in headers:
             return  # a plain answer of known size: read whole in `response`
-        # Anything else passes through as it arrives: event streams, and chunked bodies.
+        # Anything else passes through as it arrives: event streams, and chunked bodies. We
+        # asked for no compression; a provider that compresses anyway is decoded on the way
+        # (the meter and the scrubber read plain bytes), or, in an encoding we cannot decode
+        # as it streams, kept whole and read in `response`.
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        decoder = None
+        if encoding != "identity":
+            decoder = _decoder(encoding)
+            if decoder is None:
+                return
+            del headers["content-encoding"]
+            headers.pop("content-length", None)
         meter: _Metering
         provider = self.state.provider_entry(state)
         if events or state.stream:
@@ -120,7 +191,7 @@ class Meter:
         else:
             meter = _BodyCopy(provider, state.flavor)
         self._meters[flow.id] = meter
-        flow.response.stream = _Tap(state, meter, self.state.scrubber.stream())
+        flow.response.stream = _Tap(state, meter, self.state.scrubber.stream(), decoder)
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
