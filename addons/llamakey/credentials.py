@@ -21,8 +21,19 @@ from llamakey.providers import Carrier
 MASTER_PREFIX = "lmk_"
 HF_PREFIX = "hf_"
 
-_HEADER_CARRIERS = (Carrier.BEARER, Carrier.X_API_KEY, Carrier.API_KEY, Carrier.GOOG_API_KEY)
+_HEADER_CARRIERS = (
+    Carrier.BEARER,
+    Carrier.X_API_KEY,
+    Carrier.API_KEY,
+    Carrier.GOOG_API_KEY,
+    Carrier.WS_PROTOCOL,
+)
 _CARRIER_BY_HEADER = {c.value.encode(): c for c in _HEADER_CARRIERS}
+WS_KEY_PROTOCOL = "openai-insecure-api-key."  # the subprotocol that carries a key
+
+
+def _ws_protocols(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]
 
 
 def new_master_key() -> str:
@@ -66,6 +77,11 @@ def presented(request: http.Request) -> list[tuple[Carrier, str]]:
             if scheme.lower() != "bearer":
                 continue
             value = token
+        elif carrier is Carrier.WS_PROTOCOL:
+            keys = [p for p in _ws_protocols(value) if p.startswith(WS_KEY_PROTOCOL)]
+            if not keys:
+                continue
+            value = keys[0][len(WS_KEY_PROTOCOL) :]
         found.append((carrier, value.strip()))
     found.sort(key=lambda item: _HEADER_CARRIERS.index(item[0]))  # a stable preference
     if "key=" in request.path:
@@ -82,6 +98,13 @@ def set_credential(request: http.Request, carrier: Carrier, value: str) -> None:
             request.headers["authorization"] = f"Bearer {value}"
         case Carrier.QUERY_KEY:
             request.query["key"] = value
+        case Carrier.WS_PROTOCOL:
+            others = [
+                p
+                for p in _ws_protocols(request.headers.get(carrier.value, ""))
+                if not p.startswith(WS_KEY_PROTOCOL)
+            ]
+            request.headers[carrier.value] = ", ".join([*others, WS_KEY_PROTOCOL + value])
         case _:
             request.headers[carrier.value] = value
 
@@ -92,6 +115,16 @@ def clear_credentials(request: http.Request, carriers: Iterable[Carrier]) -> Non
         if carrier is Carrier.QUERY_KEY:
             if "key" in request.query:
                 del request.query["key"]
+        elif carrier is Carrier.WS_PROTOCOL:
+            others = [
+                p
+                for p in _ws_protocols(request.headers.get(carrier.value, ""))
+                if not p.startswith(WS_KEY_PROTOCOL)
+            ]
+            if others:
+                request.headers[carrier.value] = ", ".join(others)
+            else:
+                request.headers.pop(carrier.value, None)
         elif carrier.value in request.headers:
             del request.headers[carrier.value]
 

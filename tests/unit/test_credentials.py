@@ -105,3 +105,26 @@ def test_scrubber_same_length_keeps_byte_length() -> None:
     assert ALICE_KEY.encode() not in masked
     assert json.loads(masked)["error"].startswith("Incorrect API key ***")
     assert not scrub.has_secret(masked)
+
+
+def test_the_websocket_subprotocol_is_a_carrier() -> None:
+    from mitmproxy import http
+
+    key = credentials.new_master_key()
+    header = f"realtime, openai-insecure-api-key.{key}, openai-beta.realtime-v1"
+    req = http.Request.make(
+        "GET",
+        "https://api.openai.com/v1/realtime",
+        b"",
+        http.Headers(sec_websocket_protocol=header),
+    )
+    assert credentials.presented(req) == [(Carrier.WS_PROTOCOL, key)]
+    credentials.set_credential(req, Carrier.WS_PROTOCOL, "sk-real")
+    protocols = [p.strip() for p in req.headers["sec-websocket-protocol"].split(",")]
+    assert protocols == ["realtime", "openai-beta.realtime-v1", "openai-insecure-api-key.sk-real"]
+    credentials.clear_credentials(req, [Carrier.WS_PROTOCOL])
+    assert req.headers["sec-websocket-protocol"] == "realtime, openai-beta.realtime-v1"
+    plain = http.Request.make(
+        "GET", "https://x/", b"", http.Headers(sec_websocket_protocol="realtime")
+    )
+    assert credentials.presented(plain) == []

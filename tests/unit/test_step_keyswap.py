@@ -277,3 +277,19 @@ async def test_saved_flow_file_holds_no_key(
     assert isinstance(loaded, http.HTTPFlow)
     assert loaded.metadata[keys.USER] == "alice"
     assert loaded.request.headers["authorization"] == f"Bearer lmk_...{ALICE_KEY[-4:]} (alice)"
+
+
+async def test_realtime_websocket_subprotocol_key_is_swapped(state: GatewayState) -> None:
+    swap = KeySwap(state)
+    with mitm_context(swap):
+        f = provider_flow(
+            "https://api.openai.com/v1/realtime?model=gpt-4o-realtime-preview",
+            {"sec-websocket-protocol": f"realtime, openai-insecure-api-key.{ALICE_KEY}"},
+        )
+        f.request.method = "GET"
+        through_request(state, f, swap)
+        upstream = f.request.headers["sec-websocket-protocol"]
+        assert upstream == f"realtime, openai-insecure-api-key.{REAL['openai']}"
+        f.response = http.Response.make(101)
+        swap.responseheaders(f)
+        assert REAL["openai"] not in request_text(f) and ALICE_KEY not in request_text(f)

@@ -151,3 +151,22 @@ async def test_master_key_anywhere_in_a_refused_request_is_masked(
         shown = request_text(f) + f.request.path + str(f.request.content)
         assert ALICE_KEY not in shown
         assert ALICE_KEY not in f.request.path.replace("%", "")
+
+
+@pytest.mark.parametrize("from_client", [True, False])
+async def test_websocket_messages_are_masked_both_ways(
+    state: GatewayState, from_client: bool
+) -> None:
+    from mitmproxy import websocket
+    from mitmproxy.test import tflow
+
+    redact_step = redact.Redact(state)
+    f = tflow.twebsocketflow()
+    secret = ALICE_KEY if from_client else REAL["openai"]
+    text = json.dumps({"type": "session.update", "note": f"key {secret}"}).encode()
+    f.websocket.messages.append(websocket.WebSocketMessage(1, from_client, text))  # type: ignore[union-attr]
+    with mitm_context():
+        redact_step.websocket_message(f)
+    sent = f.websocket.messages[-1].content  # type: ignore[union-attr]
+    assert secret.encode() not in sent and len(sent) == len(text)
+    json.loads(sent)  # still well-formed

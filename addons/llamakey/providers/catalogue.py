@@ -35,6 +35,9 @@ class Carrier(StrEnum):
     API_KEY = "api-key"
     GOOG_API_KEY = "x-goog-api-key"
     QUERY_KEY = "?key"  # ...?key=<key>
+    # A WebSocket subprotocol: browsers cannot set headers on a WebSocket, so OpenAI's Realtime
+    # API takes `Sec-WebSocket-Protocol: realtime, openai-insecure-api-key.<key>, ...`.
+    WS_PROTOCOL = "sec-websocket-protocol"
 
 
 class UsageFamily(StrEnum):
@@ -98,6 +101,7 @@ BUILTIN_PROVIDERS: dict[str, Provider] = {
         Provider(
             "openai",
             ("api.openai.com",),
+            carriers=frozenset({Carrier.BEARER, Carrier.WS_PROTOCOL}),
             key_env=("OPENAI_API_KEY",),
             pricing=Pricing("openai"),
             include_stream_usage=True,

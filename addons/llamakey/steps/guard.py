@@ -66,7 +66,9 @@ def _handle(step: Step, flow: http.HTTPFlow, hook: str) -> None:
         flow.request.pretty_url,
         step.state.scrubber.text(traceback.format_exc()),
     )
-    if hook in BEFORE_ANSWER and flow.live:
+    if hook == "websocket_message":  # the message may hold a secret: it must not pass
+        flow.kill()  # type: ignore[no-untyped-call]
+    elif hook in BEFORE_ANSWER and flow.live:
         try:
             refuse_after_error(step.state, flow, hook)
         except Exception:  # the refusal itself failed: kill the flow rather than forward it

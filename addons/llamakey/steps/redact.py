@@ -170,3 +170,12 @@ class Redact:
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         self._scrub_response(flow, body=True)
+
+    @fail_closed
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        # Both directions: a master key a client sends never reaches the provider, a real key a
+        # provider sends never reaches the client (mitmproxy hands us whole messages).
+        assert flow.websocket is not None
+        message = flow.websocket.messages[-1]
+        if self.state.scrubber.has_secret(message.content):
+            message.content = self.state.scrubber.same_length(message.content)
