@@ -93,6 +93,17 @@ class AuditTable(_Strict):
     retention_days: Annotated[int, Field(ge=0)] = 0
 
 
+class LimitsTable(_Strict):
+    """[limits]: what one request or connection may take of the proxy."""
+
+    max_request_mb: Annotated[float, Field(gt=0)] = 32.0
+    """A larger request body is refused with 413 before anything goes upstream."""
+    max_response_mb: Annotated[float, Field(gt=0)] = 256.0
+    """A larger answer that is kept whole (not streamed) ends the flow: a memory bound."""
+    idle_timeout_seconds: Annotated[int, Field(gt=0)] = 600
+    """A client or upstream connection idle this long is closed."""
+
+
 class PriceTable(_Strict):
     """[prices."MODEL"]: USD per million tokens, overriding genai-prices for that model."""
 
@@ -107,6 +118,7 @@ class ConfigFile(_Strict):
 
     proxy: ProxyTable = ProxyTable()
     audit: AuditTable = AuditTable()
+    limits: LimitsTable = LimitsTable()
     providers: dict[str, ProviderTable] = {}
     users: dict[str, UserTable] = {}
     groups: dict[str, GroupTable] = {}

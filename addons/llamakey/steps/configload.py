@@ -69,6 +69,7 @@ def prepare(settings: config.Settings) -> dict[str, object]:
             ", ".join(uncovered),
             ca.reissue_hint(settings.certs_dir),
         )
+    limits = settings.file.limits
     return {
         "confdir": str(settings.certs_dir),
         "allow_hosts": [settings.index.allow_hosts_regex()],
@@ -77,6 +78,9 @@ def prepare(settings: config.Settings) -> dict[str, object]:
         # Dial a provider only once a request has passed our checks: an unauthenticated
         # client never makes the proxy open a connection upstream.
         "connection_strategy": "lazy",
+        # Memory and time bounds (our own 413 for requests comes first, in identify).
+        "body_size_limit": f"{int(max(limits.max_request_mb, limits.max_response_mb) * 2**20)}",
+        "tcp_timeout": limits.idle_timeout_seconds,
         # Copying the real certificate's names into ours could add a name outside the CA's
         # constraints (a wildcard, say), and clients would then refuse the whole certificate.
         "upstream_cert": False,

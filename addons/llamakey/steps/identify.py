@@ -107,6 +107,22 @@ class IdentifyProvider:
                 Refusal.NOT_HTTPS,
                 f"use https://{target[0]}: keys never travel in plain HTTP",
             )
+        elif (size := _declared_size(flow)) is not None and size > self._max_request_bytes():
+            self._refuse_too_large(flow, provider.error_shape)
+
+    def _max_request_bytes(self) -> int:
+        settings = self.state.settings
+        return int(settings.file.limits.max_request_mb * 2**20) if settings else 0
+
+    def _refuse_too_large(self, flow: http.HTTPFlow, shape: ErrorShape) -> None:
+        limit = self.state.settings.file.limits.max_request_mb if self.state.settings else 0
+        self.state.flows(flow).refuse(
+            flow,
+            shape,
+            Refusal.TOO_LARGE,
+            f"the request body is larger than this proxy accepts "
+            f"({limit:g} MB, limits.max_request_mb)",
+        )
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
@@ -118,6 +134,9 @@ class IdentifyProvider:
         request = flow.request
         body = request.raw_content or b""
         provider = self.state.provider_entry(state)
+        if len(body) > self._max_request_bytes():  # chunked, with no size said up front
+            self._refuse_too_large(flow, provider.error_shape)
+            return
         state.flavor = usage.api_flavor(provider, request.method, request.path)
         state.model = usage.request_model(state.flavor, request.path, body)
         state.stream = usage.is_stream_request(state.flavor, request.path, body)
@@ -158,3 +177,8 @@ def _other_names(flow: http.HTTPFlow, target: tuple[str, int]) -> list[str]:
         if _normal(host) != target[0] or port != target[1]:
             stray.append(f"{what} {host!r}" + (f" port {port}" if port != target[1] else ""))
     return stray
+
+
+def _declared_size(flow: http.HTTPFlow) -> int | None:
+    length = flow.request.headers.get("content-length", "")
+    return int(length) if length.isdigit() else None
