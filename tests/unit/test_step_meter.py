@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from mitmproxy import http
 
 from llamakey.state import GatewayState
@@ -62,3 +63,30 @@ async def test_plain_answer_of_known_size_is_read_whole(state: GatewayState) -> 
         f.response = http.Response.make(200, b"{}", {"content-type": "application/json"})
         meter.responseheaders(f)
         assert f.response.stream is False
+
+
+@pytest.mark.parametrize(
+    ("message", "client_closed", "disconnected"),
+    [
+        ("Client disconnected.", False, True),  # HTTP/1
+        ("stream reset by client (CANCEL)", False, True),  # HTTP/2 stream reset
+        ("HTTP/2 connection closed: ConnectionTerminated", True, True),  # client hung up
+        ("Server disconnected.", False, False),
+    ],
+)
+async def test_a_client_going_away_is_recorded_on_every_protocol(
+    state: GatewayState, message: str, client_closed: bool, disconnected: bool
+) -> None:
+    from mitmproxy import flow as mflow
+
+    from llamakey.steps.meter import Meter
+
+    meter = Meter(state)
+    with mitm_context(meter):
+        f = provider_flow("https://api.openai.com/v1/chat/completions", content=b'{"model":"m"}')
+        identified(state, f)
+        start = f.client_conn.timestamp_start
+        f.client_conn.timestamp_end = start + 1 if client_closed else None
+        f.error = mflow.Error(message)
+        meter.error(f)
+    assert state.flows(f).client_disconnected is disconnected

@@ -214,5 +214,16 @@ class Meter:
             return
         if meter is not None:  # usage seen before the break is kept
             state.usage = meter.usage
-        if flow.error and flow.error.msg == "Client disconnected.":
+        if flow.error and _client_went_away(flow):
             state.client_disconnected = True
+
+
+# How mitmproxy words a client going away: HTTP/1 ("Client disconnected."), an HTTP/2 or /3
+# stream the client reset ("stream reset by client (CANCEL)").
+_CLIENT_GONE = ("Client disconnected.", "stream reset by client")
+
+
+def _client_went_away(flow: http.HTTPFlow) -> bool:
+    assert flow.error is not None
+    # Or the client's whole connection closed under the flow (an HTTP/2 client that hangs up).
+    return flow.error.msg.startswith(_CLIENT_GONE) or flow.client_conn.timestamp_end is not None
