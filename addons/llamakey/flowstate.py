@@ -54,6 +54,9 @@ class FlowState:
     injected_stream_usage: bool = False  # we asked upstream for a usage chunk the client did not
     first_byte: float | None = None  # epoch seconds of the first body chunk sent to the client
     response_bytes: int = 0  # bytes of a streamed answer (its body is not kept)
+    events: int = 0  # server-sent events streamed to the client (for an estimate)
+    usage_estimated: bool = False  # the usage is our estimate: the client left before the
+    # provider reported it
     client_disconnected: bool = False
     usage: Usage | None = None
     cost_usd: float | None = None

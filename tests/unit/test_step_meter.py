@@ -90,3 +90,31 @@ async def test_a_client_going_away_is_recorded_on_every_protocol(
         f.error = mflow.Error(message)
         meter.error(f)
     assert state.flows(f).client_disconnected is disconnected
+
+
+async def test_a_client_that_leaves_before_the_usage_is_metered_by_estimate(
+    state: GatewayState,
+) -> None:
+    from mitmproxy import flow as mflow
+
+    from llamakey.steps.meter import Meter
+
+    meter = Meter(state)
+    with mitm_context(meter):
+        body = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": []}).encode()
+        f = provider_flow("https://api.openai.com/v1/chat/completions", content=body)
+        identified(state, f)
+        meter.request(f)
+        f.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
+        meter.responseheaders(f)
+        tap = f.response.stream
+        assert callable(tap)
+        for n in range(3):
+            tap(b'data: {"choices": [{"delta": {"content": "tok%d"}}]}\n\n' % n)
+        f.client_conn.timestamp_end = None
+        f.error = mflow.Error("Client disconnected.")
+        meter.error(f)
+    fs = state.flows(f)
+    assert fs.client_disconnected and fs.usage_estimated
+    assert fs.usage is not None and fs.usage.output_tokens == 3
+    assert fs.usage.input_tokens == -(-len(f.request.raw_content or b"") // 4)

@@ -134,6 +134,7 @@ class _Tap:
         state.response_bytes += len(data)
         if self.decoder is not None:
             data = self.decoder.feed(data)
+        state.events += data.count(b"data:")
         out = self.scrubber.feed(self.meter.feed(data))
         # b"" would end a chunked answer early: an empty list forwards nothing.
         return out if out else []
@@ -216,6 +217,8 @@ class Meter:
             state.usage = meter.usage
         if flow.error and _client_went_away(flow):
             state.client_disconnected = True
+            if state.stream:
+                _estimate_unreported_usage(flow, state)
 
 
 # How mitmproxy words a client going away: HTTP/1 ("Client disconnected."), an HTTP/2 or /3
@@ -227,3 +230,21 @@ def _client_went_away(flow: http.HTTPFlow) -> bool:
     assert flow.error is not None
     # Or the client's whole connection closed under the flow (an HTTP/2 client that hangs up).
     return flow.error.msg.startswith(_CLIENT_GONE) or flow.client_conn.timestamp_end is not None
+
+
+def _estimate_unreported_usage(flow: http.HTTPFlow, state: FlowState) -> None:
+    """A client that leaves a stream before the provider's usage chunk must not be metered at
+    $0: what the provider did not report is estimated, and the row says so.
+
+    Output: one token per streamed event (every provider's stream carries at least one token
+    in each content event), a lower bound. Input: a quarter of the request body's bytes, the
+    usual ratio of characters to tokens (JSON syntax makes it an overestimate).
+    """
+    usage = state.usage if state.usage is not None else usage_lib.Usage()
+    if usage.output_tokens is None and state.events:
+        usage.output_tokens = state.events
+        state.usage_estimated = True
+    if usage.input_tokens is None:
+        usage.input_tokens = -(-len(flow.request.raw_content or b"") // 4)
+        state.usage_estimated = True
+    state.usage = usage
