@@ -159,10 +159,19 @@ def _fields_of(cls: type) -> _Fields:
     return tuple(out)
 
 
+#: The exact types that pass each test at once (the common case, checked without a call).
+_EXACT: Final[Mapping[object, tuple[type, ...]]] = {
+    str: (str,),
+    int: (int,),
+    bool: (bool,),
+    datetime: (datetime,),
+}
+
+
 def _check(row: RequestStart | RequestEnd, declared: _Fields) -> None:
     for name, kind, optional in declared:
         value = getattr(row, name)
-        if value is None and optional:
+        if (value is None and optional) or type(value) in _EXACT.get(kind, ()):
             continue
         test, expected = _ACCEPTS[kind]
         if not test(value):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import weakref
 
 from mitmproxy import connection, http
-from mitmproxy.net.http import url
 from mitmproxy.proxy import server_hooks
 
 from llamakey import usage
@@ -168,10 +167,7 @@ def _other_names(flow: http.HTTPFlow, target: tuple[str, int]) -> list[str]:
     for what, authority in (("request target", request.authority), ("Host", request.host_header)):
         if not authority:
             continue
-        try:
-            host, port = url.parse_authority(authority, check=True)
-        except ValueError:
-            host, port = authority, None
+        host, port = _split_authority(authority)
         names.append((what, host, port if port is not None else target[1]))
     for what, host, port in names:
         if _normal(host) != target[0] or port != target[1]:
@@ -182,3 +178,19 @@ def _other_names(flow: http.HTTPFlow, target: tuple[str, int]) -> list[str]:
 def _declared_size(flow: http.HTTPFlow) -> int | None:
     length = flow.request.headers.get("content-length", "")
     return int(length) if length.isdigit() else None
+
+
+def _split_authority(authority: str) -> tuple[str, int | None]:
+    """(host, port) of ``host``, ``host:port`` or ``[v6]:port``; an unparsable authority is
+    returned whole as the host, so it can only ever differ from the connection's."""
+    host, sep, port = authority.rpartition(":")
+    if (
+        sep
+        and port.isdigit()
+        and "]" not in port
+        and (not host.startswith("[") or host.endswith("]"))
+    ):
+        return host.strip("[]"), int(port)
+    if authority.startswith("[") and authority.endswith("]"):
+        return authority[1:-1], None
+    return authority, None

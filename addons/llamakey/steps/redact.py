@@ -77,7 +77,8 @@ def install_web_scrubber(state: GatewayState) -> bool:
 def scrub_headers(headers: http.Headers, scrubber: Scrubber) -> None:
     """Mask every secret in these headers, whichever header holds it (folded, tabbed, custom)."""
     fields = headers.fields
-    if not any(scrubber.has_secret(value) for _, value in fields):
+    # One search over all values (a NUL joins them: no header holds one, no key spans it).
+    if not scrubber.has_secret(b"\0".join(value for _, value in fields)):
         return
     headers.fields = tuple((name, scrubber.same_length(value)) for name, value in fields)
 
@@ -92,6 +93,15 @@ def scrub_target(request: http.Request, scrubber: Scrubber) -> None:
         request.data.path = scrubber.same_length(unquote_to_bytes(raw))
 
 
+def _encoded(headers: http.Headers) -> bool:
+    """True when the message says it is content-encoded (a scan of the raw fields is cheaper
+    than a header lookup, and this runs for every message)."""
+    return any(
+        name.lower() == b"content-encoding" and value.strip().lower() != b"identity"
+        for name, value in headers.fields
+    )
+
+
 def scrub_body(message: http.Message, scrubber: Scrubber) -> None:
     """Mask secrets in a kept body, decoded first when it is compressed."""
     raw = message.raw_content
@@ -99,7 +109,7 @@ def scrub_body(message: http.Message, scrubber: Scrubber) -> None:
         return
     if scrubber.has_secret(raw):
         message.raw_content = scrubber.same_length(raw)
-    elif message.headers.get("content-encoding", "identity") != "identity":
+    elif _encoded(message.headers):
         decoded = message.get_content(strict=False)
         if decoded and scrubber.has_secret(decoded):
             message.content = scrubber.same_length(decoded)
@@ -139,13 +149,6 @@ class Redact:
             state = self.state.flows.get(flow)
             flow.metadata["proxyauth"] = (auth[0], (state and state.marker) or "[redacted]")
 
-    def _scrub_response(self, flow: http.HTTPFlow, *, body: bool) -> None:
-        self._scrub_request_head(flow)
-        if flow.response is not None:
-            scrub_headers(flow.response.headers, self.state.scrubber)
-            if body:
-                scrub_body(flow.response, self.state.scrubber)
-
     @fail_closed
     def http_connect(self, flow: http.HTTPFlow) -> None:
         self._scrub_request_head(flow)
@@ -160,16 +163,21 @@ class Redact:
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        self._scrub_response(flow, body=False)
+        assert flow.response is not None
+        scrub_headers(flow.response.headers, self.state.scrubber)
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
-        self._scrub_response(flow, body=True)
-        scrub_body(flow.request, self.state.scrubber)
+        # The answer's kept body (its headers were masked at `responseheaders`).
+        if flow.response is not None:
+            scrub_body(flow.response, self.state.scrubber)
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
-        self._scrub_response(flow, body=True)
+        self._scrub_request_head(flow)
+        if flow.response is not None:
+            scrub_headers(flow.response.headers, self.state.scrubber)
+            scrub_body(flow.response, self.state.scrubber)
 
     @fail_closed
     def websocket_message(self, flow: http.HTTPFlow) -> None:
