@@ -161,3 +161,20 @@ async def test_identify_block_mode_refuses_other_hosts() -> None:
             f = provider_flow(f"https://{authority.split(':')[0]}/v1/x")
             addon.requestheaders(f)
             assert f.response is None
+
+
+@pytest.mark.parametrize(
+    "authority", ["api.anthropic.com", "api.openai.com:8443", "evil.example:443"]
+)
+async def test_an_authority_naming_another_host_is_misdirected(
+    state: GatewayState, authority: str
+) -> None:
+    """Inside a tunnel mitmproxy sets `request.host` to the CONNECT target; the name of an
+    absolute-form target or an HTTP/2 `:authority` survives only in `request.authority`."""
+    addon = IdentifyProvider(state)
+    with mitm_context(addon):
+        f = provider_flow("https://api.openai.com/v1/models")
+        f.request.authority = authority
+        addon.requestheaders(f)
+        assert f.response is not None and f.response.status_code == 421
+        assert authority.partition(":")[0] in (f.response.text or "")
