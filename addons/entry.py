@@ -8,6 +8,7 @@ mitmproxy imports this file as a loose script, so it finds the package either in
 """
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -15,5 +16,10 @@ if importlib.util.find_spec("llamakey") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from llamakey.gateway import gateway_addons
+from llamakey.leafcert import ExactLeafNames
 
-addons = gateway_addons()
+# Files this process creates (saved flows, the audit database, bundles) are 0600; the CA's
+# public files set their own mode. mitmproxy loads scripts before it opens a -w file.
+os.umask(0o077)
+
+addons = [*gateway_addons(), ExactLeafNames()]
