@@ -8,18 +8,18 @@ mitmproxy imports this file as a loose script, so it finds the package either in
 """
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 if importlib.util.find_spec("llamakey") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from llamakey import filemodes
 from llamakey.gateway import gateway_addons
 from llamakey.leafcert import ExactLeafNames
 
-# Files this process creates (saved flows, the audit database, bundles) are 0600; the CA's
-# public files set their own mode. mitmproxy loads scripts before it opens a -w file.
-os.umask(0o077)
+# Files this process creates from now on (the audit database, bundles) are 0600; the CA's
+# public files set their own mode. A -w file mitmproxy opened before: SaveFileMode.
+filemodes.restrict_umask()
 
-addons = [*gateway_addons(), ExactLeafNames()]
+addons = [filemodes.SaveFileMode(), *gateway_addons(), ExactLeafNames()]

@@ -9,8 +9,6 @@ client asked for (`leafcert`); `lmk web` adds mitmweb's UI, guarded (`webguard`)
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
 import signal
 import sys
@@ -29,7 +27,7 @@ from mitmproxy.addons import (
 )
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from llamakey import config, leafcert
+from llamakey import config, filemodes, leafcert
 from llamakey.config.schema import open_proxy_problem
 from llamakey.gateway import gateway_addons
 from llamakey.state import GatewayState
@@ -120,22 +118,14 @@ def listen_problem(opts: options.Options, settings: config.Settings) -> str | No
     return None
 
 
-def restrict_file_modes(save_file: str | None = None) -> None:
-    """Every file this process creates from now on is 0600 (directories 0700): saved flows,
-    the audit database, bundles. Files whose mode matters otherwise set it explicitly (the
-    CA's public certificates and the client bundle, in `ca.py`). An existing `-w` file, which
-    mitmproxy appends to or truncates, keeping its mode, is made 0600 too."""
-    os.umask(0o077)
-    if save_file:
-        with contextlib.suppress(OSError):
-            path = Path(save_file.removeprefix("+")).expanduser()
-            if path.is_file() and path.stat().st_uid == os.getuid():
-                path.chmod(0o600)
-
-
 async def run(config_path: Path, sets: Sequence[str], *, web: bool = False) -> int:
     """Start the proxy on the given config and run until SIGINT/SIGTERM."""
     settings = config.load(config_path)  # fail early, with the config's own message
+    # From here on every file this process creates is 0600 (the CA's public files and the
+    # client bundle set 0644 themselves); an existing -w file is made 0600 too.
+    filemodes.restrict_umask()
+    saved = [spec.partition("=")[2] for spec in sets if spec.startswith("save_stream_file=")]
+    filemodes.tighten(saved[-1] if saved else None)
     proxy = settings.file.proxy
     opts = options.Options(listen_host=proxy.listen_host, listen_port=proxy.listen_port)
     state = GatewayState()

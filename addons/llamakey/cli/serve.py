@@ -16,8 +16,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sets = list(args.set or [])
     if args.save:
         sets.append(f"save_stream_file={args.save}")
-    saved = [s.partition("=")[2] for s in sets if s.startswith("save_stream_file=")]
-    server.restrict_file_modes(saved[-1] if saved else None)
     try:
         status: int = asyncio.run(server.run(args.config, sets, web=args.command == "web"))
         return status
