@@ -18,15 +18,12 @@ name gets a certificate for ``no-server-name.invalid``, which no client accepts.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from typing import Any
 
 from cryptography import x509
 from mitmproxy import certs, ctx
 from mitmproxy.addons import tlsconfig
 from mitmproxy.proxy import context
-
-log = logging.getLogger(__name__)
 
 #: The name of a leaf for a client that named no host (RFC 2606: .invalid never resolves).
 NO_NAME = "no-server-name.invalid"

@@ -13,7 +13,11 @@ key included) to a host of one's choosing, `scripts` runs code that reads the en
   `set` command, ...). The gateway's own ConfigLoader still applies the configuration file.
   An allow-list: an option mitmproxy adds tomorrow is refused until someone decides otherwise.
 * `guard_api` answers the API calls that would resend, rewrite or import flows, or run
-  commands other than `SAFE_COMMANDS`, with 403 and one line saying why.
+  commands other than `SAFE_COMMANDS`, with 403 and one line saying why: editing a request or
+  response (a live flow's request is still to be sent, and holds the real key while upstream),
+  replaying one, uploading a flow file (it would run through the key swap and the audit log).
+  What sends nothing stays: viewing, marking and commenting, duplicate, revert, kill, delete,
+  clear, and "copy as curl" (whose answer is scrubbed like everything mitmweb sends).
 * `log_request` and `hide_in_logs` keep the token out of every log line (tornado logs each
   request's URL, `?token=...` included).
 """
@@ -27,8 +31,6 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions
 from mitmproxy.tools.web import app
-
-log = logging.getLogger(__name__)
 
 #: Options the mitmweb UI may change while the proxy runs: how flows are shown, nothing else.
 UI_OPTIONS: frozenset[str] = frozenset(
@@ -139,6 +141,8 @@ class _GuardedOptions(app.Options):
 
     def put(self) -> None:
         update = self.json
+        if not isinstance(update, dict):
+            raise app.APIError(400, "expected a JSON object of option names and values")
         guard = _option_guard(self)
         allowed = guard.allowed if guard and guard.allowed is not None else UI_OPTIONS
         unknown = [name for name in update if name not in allowed and name not in ctx.options]
@@ -162,8 +166,8 @@ class _GuardedFlow(app.FlowHandler):
     """PUT /flows/ID: marks and comments only; a request or response is never edited."""
 
     def put(self, flow_id: str) -> None:
-        fields = set(self.json)
-        if not fields <= FLOW_ANNOTATIONS:
+        update = self.json
+        if not isinstance(update, dict) or not set(update) <= FLOW_ANNOTATIONS:
             _forbid(self, _NO_RESEND.format(what="edit requests or responses"))
             return
         super().put(flow_id)

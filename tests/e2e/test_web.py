@@ -7,6 +7,7 @@ never appears in a log line. Each attack is made with a real HTTP client against
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -228,3 +229,29 @@ def test_the_token_never_appears_in_a_log_line(web: Gateway) -> None:
     lines = [line for line in web.log.read_text().splitlines() if token in line]
     assert len(lines) == 1, lines  # the banner, printed once for the admin
     assert "mitmweb:" in lines[0]
+
+
+def test_a_config_reload_still_applies_under_the_guard(tmp_path: Path, mock: MockUpstream) -> None:
+    """The guard refuses the UI, not the configuration file: a reload that changes the
+    intercepted hosts (mitmproxy's allow_hosts) takes effect."""
+    gw = make_gateway(tmp_path, mock, command="web", proxy_table={"web_port": free_port()})
+    gw.start()
+    try:
+        with web_ui(gw) as ui:
+            assert "groq" in json.dumps(ui.get("/options").json()["allow_hosts"]["value"])
+            text = gw.config.read_text()
+            before = gw.config.stat().st_mtime_ns
+            gw.config.write_text(
+                text.replace("[providers.groq]", "[providers.groq]\ndisabled = true")
+            )
+            os.utime(gw.config, ns=(before + 10**9, before + 10**9))  # seen even within a tick
+
+            def allowed_hosts() -> str:
+                return json.dumps(ui.get("/options").json()["allow_hosts"]["value"])
+
+            wait_until(lambda: "groq" not in allowed_hosts(), "the reload to take effect")
+            assert "openai" in allowed_hosts()
+        assert "does not let" not in gw.log.read_text()
+        assert call_openai(gw).status_code == 200
+    finally:
+        gw.stop()
