@@ -14,6 +14,12 @@ from pathlib import Path
 if importlib.util.find_spec("llamakey") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from llamakey import filemodes
 from llamakey.gateway import gateway_addons
+from llamakey.leafcert import ExactLeafNames
 
-addons = gateway_addons()
+# Files this process creates from now on (the audit database, bundles) are 0600; the CA's
+# public files set their own mode. A -w file mitmproxy opened before: SaveFileMode.
+filemodes.restrict_umask()
+
+addons = [filemodes.SaveFileMode(), *gateway_addons(), ExactLeafNames()]

@@ -17,6 +17,7 @@ from llamakey.config.schema import (
     ConfigError,
     ConfigFile,
     ProviderTable,
+    open_proxy_problem,
     parse,
     split_host_port,
 )
@@ -104,6 +105,8 @@ def _expand(value: str) -> tuple[str | None, list[str]]:
 def resolve(file: ConfigFile, path: Path | None) -> Settings:
     """Merge the built-in catalogue with the file and resolve keys from the environment."""
     base = path.parent if path else Path.cwd()
+    if problem := open_proxy_problem(file.proxy.listen_host, file.proxy):
+        raise ConfigError(problem)
     providers: dict[str, ResolvedProvider] = {}
     for name in {*BUILTIN_PROVIDERS, *file.providers}:
         table = file.providers.get(name, ProviderTable())

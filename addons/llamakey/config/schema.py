@@ -7,6 +7,7 @@ secret (provider keys, extra headers) are never echoed in an error.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -123,6 +124,40 @@ class ConfigFile(_Strict):
     users: dict[str, UserTable] = {}
     groups: dict[str, GroupTable] = {}
     prices: dict[str, PriceTable] = {}
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for an address only this machine reaches: ``localhost``, 127.0.0.0/8, ``::1``.
+
+    Any other name (it may resolve anywhere) and ``""`` (every interface) are not loopback.
+    """
+    name = host.strip().strip("[]").lower().removesuffix(".")
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def open_proxy_problem(listen_host: str, proxy: ProxyTable) -> str | None:
+    """Why listening on ``listen_host`` with these settings would make an open proxy, or None.
+
+    Off loopback, whoever reaches the port could tunnel anywhere through it, unless every
+    CONNECT must prove a master key (`proxy_auth`) or only provider hosts are reachable
+    (`other_hosts = "block"`, where every request needs a master key anyway).
+    """
+    if is_loopback_host(listen_host) or proxy.proxy_auth or proxy.other_hosts == "block":
+        return None
+    return (
+        f"proxy.listen_host = {listen_host!r} is not a loopback address, so anyone who can "
+        "reach it could use this proxy to reach any host: set proxy.proxy_auth = true (every "
+        'client proves a master key) or proxy.other_hosts = "block" (only provider hosts), '
+        'or listen on "127.0.0.1"'
+    )
 
 
 def split_host_port(value: str) -> tuple[str, int]:

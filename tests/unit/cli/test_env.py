@@ -121,7 +121,9 @@ def test_env_proxy_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     text = cfg.read_text(encoding="utf-8")
-    cfg.write_text(text.replace('listen_host = "127.0.0.1"', 'listen_host = "0.0.0.0"'), "utf-8")
+    text = text.replace('listen_host = "127.0.0.1"', 'listen_host = "0.0.0.0"')
+    # off loopback the proxy must not be open: "block" (or proxy_auth) is required
+    cfg.write_text(text.replace('other_hosts = "tunnel"', 'other_hosts = "block"'), "utf-8")
     key = new_key(cfg, capsys, "alice")
     # hf_-prefixed key (as copied from HF_TOKEN) is the same master key
     use_key(monkeypatch, "hf_" + key)
