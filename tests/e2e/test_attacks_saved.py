@@ -151,6 +151,5 @@ def test_saved_flows_hold_no_secret(saved: Saved) -> None:
     assert leaks == []
 
 
-@pytest.mark.xfail(strict=True, reason="0600 flow files: sec-web branch")
 def test_saved_flows_file_is_private(saved: Saved) -> None:
     assert oct(saved.path.stat().st_mode & 0o777) == "0o600"
