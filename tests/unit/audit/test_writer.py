@@ -268,6 +268,9 @@ class ScriptedBackend:
         job.deleted += 1
         return job.deleted < 3
 
+    def upkeep(self) -> float | None:
+        return None
+
     def close(self) -> None:
         pass
 
