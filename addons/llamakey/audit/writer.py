@@ -202,7 +202,8 @@ class BatchWriter:
         return job.future
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything queued so far has been written (or has failed).
+        """Wait until everything queued so far has been written (or has failed), and the
+        backend's upkeep after it is done.
 
         Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds.
         """
@@ -299,8 +300,11 @@ class BatchWriter:
                 self._prune_step(op)
             elif op.action == "open":
                 self._open(op)
-            else:  # flush, stop
-                stop = stop or op.action == "stop"
+            elif op.action == "flush":
+                self._upkeep()  # a flush waits for the backend's upkeep too (its head file)
+                _resolve(op.future, None)
+            else:  # stop: the backend's close() does its last upkeep
+                stop = True
                 _resolve(op.future, None)
         self._write(writes)
         return stop
