@@ -10,7 +10,9 @@ Why
 The head file
     ``<database>.head`` beside the database (``lmk_audit.db.head``), mode 0600, replaced
     atomically (temporary file, fsync, rename: :func:`~llamakey.files.write_atomically`) by the
-    writer thread after each commit that sealed rows, and when it opens a database. It holds,
+    writer thread after each commit that sealed rows (at most every
+    :data:`HEAD_FILE_INTERVAL_S`, so that under load one write covers many commits), and when
+    it opens, flushes or closes a database. It holds,
     as JSON (:class:`Head`): the database's identity (``database_id``, a random id migration
     m003 stores in ``audit_meta``), the last sealed ``seq`` and its ``row_hash``, and when it was
     written. The head is also logged (INFO) when a database is opened, when it is closed, and
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -55,6 +58,7 @@ from llamakey.audit.schema import DATABASE_ID_KEY
 from llamakey.files import write_atomically
 
 __all__ = [
+    "HEAD_FILE_INTERVAL_S",
     "HEAD_FILE_MODE",
     "HEAD_LOG_INTERVAL_S",
     "Head",
@@ -63,6 +67,7 @@ __all__ = [
     "anchor_problem",
     "check_head_files",
     "database_id",
+    "head_log",
     "head_path",
     "load_head_files",
     "read_head",
@@ -73,6 +78,18 @@ __all__ = [
 
 #: How often, at most, the head is logged (INFO) while it moves: every 5 minutes.
 HEAD_LOG_INTERVAL_S: Final = 300.0
+
+#: How often, at most, the head file is rewritten while the head moves: each write (two fsyncs)
+#: then covers every commit of the last 50 ms under load, instead of one each. The first commit
+#: after a quiet spell is written at once; a flush, a close and an open write it at once too.
+HEAD_FILE_INTERVAL_S: Final = 0.05
+
+#: The logger of the head lines. They are a record kept outside the host, so they are logged at
+#: INFO whatever the root logger's level (``lmk serve`` leaves it at WARNING); a handler's own
+#: level (mitmproxy's ``termlog_verbosity``) still applies.
+head_log: Final = logging.getLogger("llamakey.audit.head")
+if head_log.level == logging.NOTSET:
+    head_log.setLevel(logging.INFO)
 
 HEAD_FILE_MODE: Final = 0o600
 _HEAD_SUFFIX: Final = ".head"

@@ -28,8 +28,9 @@ Sealing
     row begun by an earlier writer (before a restart) is hashed as read back instead.
 
 The head file
-    After each commit that sealed rows (once the batch's callers are answered), the chain head
-    is written to ``<database>.head`` and logged now and then (:mod:`llamakey.audit.anchor`).
+    After each commit that sealed rows (once the batch's callers are answered; under load at
+    most every 50 ms), the chain head is written to ``<database>.head``, and it is logged now
+    and then (:mod:`llamakey.audit.anchor`).
     Every open checks the database against that file, and every sealing transaction checks it
     against the head this backend last sealed: a database replaced, recreated or cut short is
     logged as an ERROR naming what is missing, the old head file is set aside, and a new head
@@ -60,11 +61,13 @@ from pathlib import Path
 from typing import Final
 
 from llamakey.audit.anchor import (
+    HEAD_FILE_INTERVAL_S,
     HEAD_LOG_INTERVAL_S,
     Head,
     HeadUnreadable,
     anchor_problem,
     database_id,
+    head_log,
     head_path,
     read_head,
     set_aside,
@@ -149,12 +152,14 @@ class SQLiteBackend:
         #: Where the head file is (None for ``:memory:``), and how often the head is logged.
         self.head_file: Path | None = None if self.memory else head_path(self.path)
         self.head_log_interval_s = HEAD_LOG_INTERVAL_S
+        self.head_file_interval_s = HEAD_FILE_INTERVAL_S
         # The head of the open database as this backend knows it (None: none open yet), and
         # what of it was last written to the head file and last logged.
         self._head: Head | None = None
         self._head_written: Head | None = None
         self._head_logged: Head | None = None
         self._logged_at = float("-inf")
+        self._head_due = float("-inf")  # time.monotonic() the head file may next be written
         self._head_error: str | None = None  # the last failure to write the head file
         self._keep_head_file = False  # True: the head file is evidence we could not set aside
         self._suspect: str | None = None  # the database lost what this backend sealed
@@ -238,30 +243,34 @@ class SQLiteBackend:
         job.deleted += len(victims)
         return more
 
-    def upkeep(self) -> float | None:
-        """Write the head file if the head moved, and log the head when it is due."""
+    def upkeep(self, *, flush: bool = False) -> float | None:
+        """Report a lost head, write the head file if the head moved (at once when ``flush``,
+        else at most every ``head_file_interval_s``), log the head when that is due."""
         if self._head is None:
             return None
         if self._suspect is not None:
             self._mismatch(self._suspect, "the proxy kept on")
             self._suspect = None
-        delay: float | None = None
-        if self._head != self._head_written and not self._write_head():
-            delay = _HEAD_RETRY_S
+        waits: list[float] = []
+        if self._head_pending():
+            if flush or self._head_due <= time.monotonic():
+                self._write_head()
+            if self._head_pending():  # not due yet, or failed: try again then
+                waits.append(self._head_due - time.monotonic())
         if self._head != self._head_logged:
             due = self._logged_at + self.head_log_interval_s - time.monotonic()
             if due <= 0:
                 self._log_head()
             else:
-                delay = due if delay is None else min(delay, due)
-        return delay
+                waits.append(due)
+        return min(waits) if waits else None
 
     def close(self) -> None:
         if self._head is not None:
             if self._suspect is not None:
                 self._mismatch(self._suspect, "the proxy kept on")
                 self._suspect = None
-            if self._head != self._head_written:
+            if self._head_pending():
                 self._write_head()
             if self._head != self._head_logged:
                 self._log_head()
@@ -377,10 +386,19 @@ class SQLiteBackend:
                 self.path,
                 seq,
             )
-        if self._head != self._head_written:
+        if self._head_pending():
             self._write_head()
         if self._head != self._head_logged:
             self._log_head()
+
+    def _head_pending(self) -> bool:
+        """Whether the head file is behind the head (and is ours to write)."""
+        return (
+            self._head is not None
+            and self.head_file is not None
+            and not self._keep_head_file
+            and self._head != self._head_written
+        )
 
     def _current_head(self, conn: sqlite3.Connection) -> tuple[int, str]:
         """The chain head in the database, inside a sealing transaction. If it is not what this
@@ -420,16 +438,18 @@ class SQLiteBackend:
         """Write the head file; on failure log it (once per reason) and return False."""
         head, file = self._head, self.head_file
         if head is None or file is None or self._keep_head_file:
-            return True
+            return False
         stamped = Head(head.database_id, head.seq, head.row_hash, format_ts(datetime.now(UTC)))
         try:
             write_head(file, stamped)
         except OSError as exc:
+            self._head_due = time.monotonic() + _HEAD_RETRY_S
             reason = f"audit: head file {file} cannot be written: {exc.strerror or exc}"
             if reason != self._head_error:
                 log.error("%s", reason)
             self._head_error = reason
             return False
+        self._head_due = time.monotonic() + self.head_file_interval_s
         if self._head_error is not None:
             log.warning("audit: head file %s is written again", file)
         self._head_error = None
@@ -440,7 +460,7 @@ class SQLiteBackend:
         head = self._head
         if head is None:
             return
-        log.info(
+        head_log.info(
             "audit: head of database %s (id %s): seq %d, row_hash %s",
             self.path,
             head.database_id,

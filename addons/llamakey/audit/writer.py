@@ -244,9 +244,9 @@ class BatchWriter:
                 self._upkeep()
         self._shutdown()
 
-    def _upkeep(self) -> None:
+    def _upkeep(self, *, flush: bool = False) -> None:
         try:
-            delay = self.backend.upkeep()
+            delay = self.backend.upkeep(flush=flush)
         except Exception:
             log.exception("audit: upkeep of %s failed", self.backend.name)
             delay = _RETRY_INTERVAL_S
@@ -301,7 +301,7 @@ class BatchWriter:
             elif op.action == "open":
                 self._open(op)
             elif op.action == "flush":
-                self._upkeep()  # a flush waits for the backend's upkeep too (its head file)
+                self._upkeep(flush=True)  # a flush waits for the backend's upkeep too
                 _resolve(op.future, None)
             else:  # stop: the backend's close() does its last upkeep
                 stop = True

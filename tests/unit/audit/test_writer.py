@@ -270,7 +270,7 @@ class ScriptedBackend:
         job.deleted += 1
         return job.deleted < 3
 
-    def upkeep(self) -> float | None:
+    def upkeep(self, *, flush: bool = False) -> float | None:
         self.upkeeps += 1
         return self.wake_in
 
@@ -351,7 +351,7 @@ def test_an_upkeep_that_raises_is_logged_and_the_writer_goes_on(
 ) -> None:
     backend = ScriptedBackend()
 
-    def broken() -> float | None:
+    def broken(*, flush: bool = False) -> float | None:
         raise OSError("upkeep broke")
 
     monkeypatch.setattr(backend, "upkeep", broken)
