@@ -166,12 +166,12 @@ def read_head(path: Path) -> Head | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise HeadUnreadable(f"cannot be read: {exc.strerror or exc}") from None
+        raise HeadUnreadable(f"it cannot be read ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "rb") as handle:
             data = handle.read(_MAX_HEAD_BYTES + 1)
     except OSError as exc:
-        raise HeadUnreadable(f"cannot be read: {exc.strerror or exc}") from None
+        raise HeadUnreadable(f"it cannot be read ({exc.strerror or exc})") from None
     if len(data) > _MAX_HEAD_BYTES:
         raise HeadUnreadable("it is too large to be a head file")
     try:
@@ -326,7 +326,7 @@ def check_head_files(conn: sqlite3.Connection, loaded: list[LoadedHead]) -> list
     for entry in loaded:
         label = f"{entry.file.name}{' (set aside)' if entry.set_aside else ''}"
         if entry.error is not None:
-            message = f"{label} is not a head file: {entry.error}"
+            message = f"{label} is not a usable head file: {entry.error}"
             findings.append(HeadFinding("unreadable", entry.file, message))
         elif entry.head is not None:
             problem = anchor_problem(conn, entry.head)

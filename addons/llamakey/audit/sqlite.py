@@ -249,7 +249,7 @@ class SQLiteBackend:
         if self._head is None:
             return None
         if self._suspect is not None:
-            self._mismatch(self._suspect, "the proxy kept on")
+            self._mismatch(self._suspect)
             self._suspect = None
         waits: list[float] = []
         if self._head_pending():
@@ -268,7 +268,7 @@ class SQLiteBackend:
     def close(self) -> None:
         if self._head is not None:
             if self._suspect is not None:
-                self._mismatch(self._suspect, "the proxy kept on")
+                self._mismatch(self._suspect)
                 self._suspect = None
             if self._head_pending():
                 self._write_head()
@@ -356,7 +356,7 @@ class SQLiteBackend:
         try:
             recorded = read_head(self.head_file)
         except HeadUnreadable as exc:
-            recorded, problem = None, f"its head file is not a head file: {exc}"
+            recorded, problem = None, f"its head file is not a usable head file: {exc}"
         conn.execute("BEGIN")  # one snapshot for the check and the head
         try:
             own_id = database_id(conn)
@@ -364,7 +364,8 @@ class SQLiteBackend:
             if recorded is not None:
                 problem = anchor_problem(conn, recorded)
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")  # a read transaction: nothing to keep or undo
         if own_id is None:  # its audit_meta row was removed: give it an identity again
             with immediate(conn):
                 conn.execute(
@@ -377,7 +378,7 @@ class SQLiteBackend:
         self._head = Head(own_id, seq, row_hash)
         self._keep_head_file = False
         if problem is not None:
-            self._mismatch(problem, "a new head starts")
+            self._mismatch(problem)
         elif recorded is None and seq > 0:
             log.warning(
                 "audit: no head file %s although database %s has sealed rows up to seq %d: it"
@@ -413,7 +414,7 @@ class SQLiteBackend:
                 self._suspect = problem
         return head
 
-    def _mismatch(self, problem: str, then: str) -> None:
+    def _mismatch(self, problem: str) -> None:
         """Report that the database lacks what the head file (or our last seal) names, and set
         the head file aside so that a new head does not overwrite the evidence."""
         assert self.head_file is not None
@@ -427,11 +428,10 @@ class SQLiteBackend:
             kept = f"; its head file could not be set aside ({exc.strerror or exc}) and is kept"
         self._head_written = None
         log.error(
-            "audit: database %s does not hold its recorded head: %s%s; %s",
+            "audit: database %s does not hold its recorded head: %s%s; a new head starts",
             self.path,
             problem,
             kept,
-            then,
         )
 
     def _write_head(self) -> bool:

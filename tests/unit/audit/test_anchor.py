@@ -269,12 +269,12 @@ def test_a_head_file_that_is_not_one_is_kept_and_replaced(
     head_path(sealed_db).write_text("not json")
     [finding] = verify(sealed_db).head_findings
     assert finding.kind == "unreadable"
-    assert finding.message == "audit.db.head is not a head file: it is not JSON"
+    assert finding.message == "audit.db.head is not a usable head file: it is not JSON"
     w = AuditWriter(sealed_db)
     w.start()
     w.close()
     [error] = messages(caplog, logging.ERROR)
-    assert "its head file is not a head file: it is not JSON" in error
+    assert "its head file is not a usable head file: it is not JSON" in error
     [kept] = set_aside_heads(sealed_db)
     assert kept.read_text() == "not json"
     assert head_of(sealed_db).seq == 5
