@@ -11,9 +11,9 @@ The head file
     ``<database>.head`` beside the database (``lmk_audit.db.head``), mode 0600, replaced
     atomically (temporary file, fsync, rename: :func:`~llamakey.files.write_atomically`) by the
     writer thread after each commit that sealed rows (at most every
-    :data:`HEAD_FILE_INTERVAL_S`, so that under load one write covers many commits), and when
-    it opens, flushes or closes a database. It holds,
-    as JSON (:class:`Head`): the database's identity (``database_id``, a random id migration
+    :data:`HEAD_FILE_INTERVAL_S`, so that under load one write covers many commits), and at
+    once when it opens, flushes or closes a database. It holds, as JSON (:class:`Head`): the
+    database's identity (``database_id``, a random id migration
     m003 stores in ``audit_meta``), the last sealed ``seq`` and its ``row_hash``, and when it was
     written. The head is also logged (INFO) when a database is opened, when it is closed, and
     at most every :data:`HEAD_LOG_INTERVAL_S` while it moves, so a log collector holds copies
@@ -36,7 +36,9 @@ The check (:func:`anchor_problem`)
 Limits
     Anyone who can write the directory can delete or rewrite the head file too; the check then
     says only that the head file is missing (or nothing, once it was rewritten). The log lines
-    are what such a person cannot reach. After a power loss the database may lose its last
+    are what such a person cannot reach. A proxy killed outright may leave the head file up to
+    :data:`HEAD_FILE_INTERVAL_S` of commits behind (never ahead of the database). After a power
+    loss the database may lose its last
     commits (``synchronous=NORMAL``) while the head file keeps them: the check then reports
     those rows as deleted, which they are.
 """
