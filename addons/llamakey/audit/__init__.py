@@ -14,12 +14,29 @@ This module is the public surface; one concern per module behind it:
              proxy runs (a :class:`BatchWriter` over it)
 ``schema``   the tables, built by named and recorded migrations (:func:`ensure_schema`)
 ``chain``    tamper evidence: :func:`row_digest`, :func:`verify` (``lmk audit verify``)
+``anchor``   the chain head outside the database: the head file beside it, the head logged,
+             and the check that the database still holds it (:func:`anchor_problem`)
 ``report``   ``lmk usage``: :func:`usage_report`, :func:`format_report`, :func:`parse_since`
 ``memory``   :class:`MemorySink`, a stand-in for unit tests
 """
 
+from llamakey.audit.anchor import (
+    HEAD_LOG_INTERVAL_S,
+    Head,
+    HeadFinding,
+    anchor_problem,
+    head_path,
+    read_head,
+)
 from llamakey.audit.backend import Backend
-from llamakey.audit.chain import GENESIS_HASH, VerifyResult, row_digest, verify
+from llamakey.audit.chain import (
+    GENESIS_HASH,
+    MissingDatabase,
+    UnreadableDatabase,
+    VerifyResult,
+    row_digest,
+    verify,
+)
 from llamakey.audit.memory import MemorySink
 from llamakey.audit.report import REPORT_COLUMNS, format_report, parse_since, usage_report
 from llamakey.audit.rows import InvalidRow, RequestEnd, RequestStart, format_ts
@@ -30,6 +47,7 @@ from llamakey.audit.writer import BatchWriter
 
 __all__ = [
     "GENESIS_HASH",
+    "HEAD_LOG_INTERVAL_S",
     "MIGRATIONS",
     "REPORT_COLUMNS",
     "REQUEST_COLUMNS",
@@ -39,16 +57,23 @@ __all__ = [
     "AuditWriter",
     "Backend",
     "BatchWriter",
+    "Head",
+    "HeadFinding",
     "InvalidRow",
     "MemorySink",
+    "MissingDatabase",
     "RequestEnd",
     "RequestStart",
     "SQLiteBackend",
+    "UnreadableDatabase",
     "VerifyResult",
+    "anchor_problem",
     "ensure_schema",
     "format_report",
     "format_ts",
+    "head_path",
     "parse_since",
+    "read_head",
     "row_digest",
     "usage_report",
     "verify",

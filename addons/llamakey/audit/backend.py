@@ -82,6 +82,17 @@ class Backend(Protocol):
         ``job.deleted``; True if more may remain."""
         ...
 
+    def upkeep(self, *, flush: bool = False) -> float | None:
+        """Deferred work that need not hold up the callers of a batch (the SQLite backend writes
+        its head file and logs its head here).
+
+        Called after every batch, once its futures are settled, and again when the delay it
+        last returned has passed with nothing queued; ``flush`` when a flush asks for it all to
+        be done now. Returns that delay in seconds, or None to wait for the next batch. An
+        exception is logged and the call retried later.
+        """
+        ...
+
     def close(self) -> None:
-        """Release the store (on the writer thread, as it stops)."""
+        """Release the store (on the writer thread, as it stops), finishing its upkeep."""
         ...

@@ -106,6 +106,8 @@ class RequestEnd:
     response_model: str | None = None
     finish_reason: str | None = None
     client_disconnected: bool | None = None
+    # True when the tokens were estimated, not reported by the provider (column added by m002).
+    usage_estimated: bool | None = None
     completed_ts: datetime = field(default_factory=_now)
 
     def __post_init__(self) -> None:

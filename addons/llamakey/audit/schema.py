@@ -5,7 +5,9 @@ Tables
                   Indexes on ``(ts)``, ``(user, ts)``, ``(provider, ts)`` and a unique one on
                   ``seq``. ``groups`` is a JSON list, so ``json_each(groups)`` explodes it.
     ``bodies``    request/response bodies, only written when ``log_bodies`` is on; index on ``ts``.
-    ``audit_meta``  key/value: where the hash chain starts after a prune.
+    ``audit_meta``  key/value: the database's random identity (``database_id``, named by its
+                  head file, see :mod:`llamakey.audit.anchor`) and where the hash chain starts
+                  after a prune.
 
 Migrations
     Every schema change is a function registered, in order, on :data:`MIGRATIONS`, an
@@ -38,6 +40,7 @@ Migrations
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -48,6 +51,7 @@ from sqlite_utils import Database, Migrations
 from llamakey.audit.sink import AuditUnavailable
 
 __all__ = [
+    "DATABASE_ID_KEY",
     "MIGRATIONS",
     "MIGRATION_NAMES",
     "REQUEST_COLUMNS",
@@ -95,7 +99,13 @@ _REQUESTS_V1: Final[Mapping[str, str]] = {
 }
 
 #: Column name -> SQLite type of the ``requests`` table, in table order.
-REQUEST_COLUMNS: Final[Mapping[str, str]] = {**_REQUESTS_V1}
+REQUEST_COLUMNS: Final[Mapping[str, str]] = {
+    **_REQUESTS_V1,
+    "usage_estimated": "INTEGER",  # m002
+}
+
+#: The ``audit_meta`` key of the database's identity (m003).
+DATABASE_ID_KEY: Final = "database_id"
 
 #: The audit schema's migration set; its name keeps it apart from any other set in the file.
 MIGRATIONS: Final = Migrations("llamakey.audit")
@@ -148,6 +158,24 @@ def m001_create_tables(db: Database) -> None:
     )
     bodies.create_index(["ts"], index_name="idx_bodies_ts", if_not_exists=True)
     db.table("audit_meta").create({"key": "TEXT", "value": "TEXT"}, pk="key", if_not_exists=True)
+
+
+@_migration
+def m002_usage_estimated(db: Database) -> None:
+    """``requests.usage_estimated``: 1 when the tokens were estimated rather than reported by
+    the provider, 0 when reported, NULL when unknown (every row before this migration)."""
+    db.table("requests").add_column("usage_estimated", "INTEGER")
+
+
+@_migration
+def m003_database_id(db: Database) -> None:
+    """A random identity for the database, in ``audit_meta``: its head file names it, so a
+    database replaced by another (or recreated) is told apart from the one the head describes.
+    A database from before this migration gets its identity now."""
+    db.execute(
+        "INSERT OR IGNORE INTO audit_meta (key, value) VALUES (?, ?)",
+        [DATABASE_ID_KEY, secrets.token_hex(16)],
+    )
 
 
 # Later migrations go here, each a new function decorated with @_migration.

@@ -31,6 +31,11 @@ Failures
 Pruning
     A prune runs as a series of short backend steps, each re-queued behind the work that arrived
     meanwhile, so requests are never held up by one long transaction.
+
+Upkeep
+    After each batch, once its futures are settled, the backend does its deferred work
+    (``Backend.upkeep``: the SQLite backend's head file), and asks to be woken for it again
+    after a delay if it needs to, even with nothing queued.
 """
 
 from __future__ import annotations
@@ -122,6 +127,7 @@ class BatchWriter:
         # Owned by the writer thread: the last failure (None while writes work), held-back work.
         self._failing: str | None = None
         self._retry: list[Finish | Bodies] = []
+        self._upkeep_at: float | None = None  # time.monotonic() the backend asked to be woken
 
     # ---- public API (any thread)
 
@@ -196,7 +202,8 @@ class BatchWriter:
         return job.future
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything queued so far has been written (or has failed).
+        """Wait until everything queued so far has been written (or has failed), and the
+        backend's upkeep after it is done.
 
         Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds.
         """
@@ -233,14 +240,27 @@ class BatchWriter:
             except Exception:  # a bug here must not kill the thread that guards every request
                 log.exception("audit: unexpected error in writer thread")
                 self._fail_batch(batch, AuditUnavailable("audit writer internal error"))
+            if not stop:  # on stop, the backend's close() does its last upkeep
+                self._upkeep()
         self._shutdown()
+
+    def _upkeep(self, *, flush: bool = False) -> None:
+        try:
+            delay = self.backend.upkeep(flush=flush)
+        except Exception:
+            log.exception("audit: upkeep of %s failed", self.backend.name)
+            delay = _RETRY_INTERVAL_S
+        self._upkeep_at = None if delay is None else time.monotonic() + max(0.0, delay)
 
     def _next_batch(self) -> list[_Op]:
         """Block for work, then gather what else arrives within the group-commit window."""
+        waits = [_RETRY_INTERVAL_S] if self._retry else []
+        if self._upkeep_at is not None:
+            waits.append(max(0.0, self._upkeep_at - time.monotonic()))
         try:
-            first = self._queue.get(timeout=_RETRY_INTERVAL_S if self._retry else None)
+            first = self._queue.get(timeout=min(waits) if waits else None)
         except queue.Empty:
-            return []  # time to retry held-back finish/bodies work
+            return []  # time to retry held-back finish/bodies work, or for upkeep
         batch: list[_Op] = [first]
         if isinstance(first, Begin | Finish | Bodies) and self.group_commit_ms > 0:
             deadline = time.monotonic() + self.group_commit_ms / 1000
@@ -280,8 +300,11 @@ class BatchWriter:
                 self._prune_step(op)
             elif op.action == "open":
                 self._open(op)
-            else:  # flush, stop
-                stop = stop or op.action == "stop"
+            elif op.action == "flush":
+                self._upkeep(flush=True)  # a flush waits for the backend's upkeep too
+                _resolve(op.future, None)
+            else:  # stop: the backend's close() does its last upkeep
+                stop = True
                 _resolve(op.future, None)
         self._write(writes)
         return stop

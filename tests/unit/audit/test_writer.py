@@ -249,6 +249,8 @@ class ScriptedBackend:
         self.down: Exception | None = None
         self.rows: dict[str, list[object]] = {}
         self.transactions: list[int] = []
+        self.upkeeps = 0
+        self.wake_in: float | None = None
 
     def open(self) -> None:
         if self.down is not None:
@@ -267,6 +269,10 @@ class ScriptedBackend:
     def prune_step(self, job: PruneJob, limit: int) -> bool:
         job.deleted += 1
         return job.deleted < 3
+
+    def upkeep(self, *, flush: bool = False) -> float | None:
+        self.upkeeps += 1
+        return self.wake_in
 
     def close(self) -> None:
         pass
@@ -316,3 +322,44 @@ def test_start_fails_when_the_backend_cannot_open() -> None:
         w.start()
     with pytest.raises(AuditUnavailable, match="not running"):
         w.begin(row("r1")).result(1)
+
+
+def test_upkeep_follows_each_batch_and_wakes_the_idle_writer() -> None:
+    backend = ScriptedBackend()
+    w = BatchWriter(backend, group_commit_ms=0)
+    w.start()
+    try:
+        w.flush()  # a flush waits for the upkeep after the work before it
+        after_open = backend.upkeeps
+        assert after_open >= 1
+        w.begin(row("r1")).result(5)
+        w.flush()
+        assert backend.upkeeps > after_open
+        backend.wake_in = 0.01  # the backend asks to be woken with nothing queued
+        w.flush()
+        settled = backend.upkeeps
+        wait_for(lambda: backend.upkeeps >= settled + 3)
+        backend.wake_in = None
+        w.flush()
+        assert w._upkeep_at is None  # set before the flush resolved: no more wake-ups
+    finally:
+        w.close()
+
+
+def test_an_upkeep_that_raises_is_logged_and_the_writer_goes_on(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = ScriptedBackend()
+
+    def broken(*, flush: bool = False) -> float | None:
+        raise OSError("upkeep broke")
+
+    monkeypatch.setattr(backend, "upkeep", broken)
+    w = BatchWriter(backend)
+    w.start()
+    try:
+        w.begin(row("r1")).result(5)
+        assert any("upkeep of scripted store failed" in r.getMessage() for r in caplog.records)
+        w.begin(row("r2")).result(5)
+    finally:
+        w.close()

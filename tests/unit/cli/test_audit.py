@@ -16,9 +16,10 @@ def fake_verify(monkeypatch: pytest.MonkeyPatch, **result: object) -> list[Path]
 
     paths: list[Path] = []
 
-    def verify(path: Path) -> SimpleNamespace:
+    def verify(path: Path, *, head: bool = True) -> SimpleNamespace:
         paths.append(path)
-        return SimpleNamespace(**result)
+        defaults = {"problem": None, "head_findings": (), "head_checked": head}
+        return SimpleNamespace(**{**defaults, **result})
 
     monkeypatch.setattr(audit, "verify", verify)
     return paths
