@@ -134,3 +134,17 @@ async def test_auditing_off_clears_the_flow_without_a_row(sink: MemorySink) -> N
         await write_ahead.request(f)
         audit_log.done()
     assert state.flows(f).audited and sink.begun == {}
+
+
+async def test_an_estimated_usage_is_recorded_as_such(
+    state: GatewayState, sink: MemorySink, steps: Steps
+) -> None:
+    _, write_ahead, complete = steps
+    f = chat_flow(state)
+    await write_ahead.request(f)
+    fs = state.flows(f)
+    fs.usage, fs.usage_estimated, fs.client_disconnected = Usage(output_tokens=3), True, True
+    f.response = http.Response.make(200, b"")
+    complete.response(f)
+    end = sink.finished[f.id]
+    assert (end.usage_estimated, end.output_tokens, end.client_disconnected) == (True, 3, True)

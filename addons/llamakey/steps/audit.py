@@ -252,6 +252,7 @@ class CompleteAudit:
             finish_reason=usage.finish_reason,
             cost_usd=state.cost_usd,
             client_disconnected=state.client_disconnected,
+            usage_estimated=state.usage_estimated if state.usage is not None else None,
             completed_ts=datetime.fromtimestamp(now, UTC),
         )
         writer.finish(flow.id, end)
