@@ -237,8 +237,9 @@ def _estimate_unreported_usage(flow: http.HTTPFlow, state: FlowState) -> None:
     $0: what the provider did not report is estimated, and the row says so.
 
     Output: one token per streamed event (every provider's stream carries at least one token
-    in each content event), a lower bound, unless the provider already reported more. Input: a quarter of the request body's bytes, the
-    usual ratio of characters to tokens (JSON syntax makes it an overestimate).
+    in each content event), a lower bound, unless the provider already reported more. Input:
+    a quarter of the request body's bytes, the usual ratio of characters to tokens (JSON
+    syntax makes it an overestimate).
     """
     usage = state.usage if state.usage is not None else usage_lib.Usage()
     # Without a finish reason the provider's final count never came: a count seen so far is a
