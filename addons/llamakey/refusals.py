@@ -32,6 +32,7 @@ class Refusal(StrEnum):
     NOT_CLEARED = "not_cleared"  # a step of the data path did not run: fail closed
     INTERNAL_ERROR = "internal_error"  # a step raised: fail closed
     TOO_LARGE = "request_too_large"
+    HEADERS_TOO_LARGE = "headers_too_large"
 
 
 # status, OpenAI type, Anthropic type, Google status
@@ -40,6 +41,7 @@ _KINDS: dict[int, tuple[str, str, str]] = {
     401: ("invalid_request_error", "authentication_error", "UNAUTHENTICATED"),
     403: ("permission_error", "permission_error", "PERMISSION_DENIED"),
     413: ("invalid_request_error", "request_too_large", "INVALID_ARGUMENT"),
+    431: ("invalid_request_error", "invalid_request_error", "INVALID_ARGUMENT"),
     421: ("invalid_request_error", "invalid_request_error", "INVALID_ARGUMENT"),
     429: ("rate_limit_error", "rate_limit_error", "RESOURCE_EXHAUSTED"),
     500: ("server_error", "api_error", "INTERNAL"),
@@ -60,6 +62,7 @@ STATUS: dict[Refusal, int] = {
     Refusal.NOT_CLEARED: 500,
     Refusal.INTERNAL_ERROR: 500,
     Refusal.TOO_LARGE: 413,
+    Refusal.HEADERS_TOO_LARGE: 431,
 }
 
 

@@ -65,3 +65,20 @@ def test_a_request_within_the_limit_goes_through(
             headers={"authorization": f"Bearer {small_gateway.keys['alice']}"},
         )
     assert response.status_code == 200
+
+
+def test_a_huge_header_is_answered_431_not_forwarded(
+    small_gateway: Gateway, mock: MockUpstream
+) -> None:
+    from tests.e2e.test_attacks import send
+
+    mock.clear()
+    answer = send(
+        small_gateway,
+        "api.openai.com",
+        "GET",
+        "/v1/models",
+        [("authorization", f"Bearer {small_gateway.keys['alice']}"), ("x-big", "a" * (1 << 20))],
+    )
+    assert answer.status == 431
+    assert mock.seen == []

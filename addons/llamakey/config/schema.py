@@ -99,6 +99,8 @@ class LimitsTable(_Strict):
 
     max_request_mb: Annotated[float, Field(gt=0)] = 32.0
     """A larger request body is refused with 413 before anything goes upstream."""
+    max_header_kb: Annotated[int, Field(gt=0)] = 64
+    """A request whose target and headers are larger is refused with 431."""
     max_response_mb: Annotated[float, Field(gt=0)] = 256.0
     """A larger answer that is kept whole (not streamed) ends the flow: a memory bound."""
     idle_timeout_seconds: Annotated[int, Field(gt=0)] = 600

@@ -79,6 +79,17 @@ class IdentifyProvider:
             return
         target = _target(flow)
         provider = settings.index.lookup(target[0])
+        if _head_size(flow.request) > settings.file.limits.max_header_kb * 1024:
+            state = self.state.flows(flow)
+            state.provider = provider.name if provider else None
+            state.refuse(
+                flow,
+                provider.error_shape if provider else ErrorShape.OPENAI,
+                Refusal.HEADERS_TOO_LARGE,
+                f"the request's target and headers are larger than this proxy accepts "
+                f"({settings.file.limits.max_header_kb} KB, limits.max_header_kb)",
+            )
+            return
         if provider is None:
             if self._blocking():
                 self.state.flows(flow).refuse(
@@ -194,3 +205,8 @@ def _split_authority(authority: str) -> tuple[str, int | None]:
     if authority.startswith("[") and authority.endswith("]"):
         return authority[1:-1], None
     return authority, None
+
+
+def _head_size(request: http.Request) -> int:
+    """Bytes of the request target and header fields, about as they were on the wire."""
+    return len(request.data.path) + sum(len(n) + len(v) + 4 for n, v in request.headers.fields)
