@@ -52,31 +52,16 @@ import contextlib
 import functools
 import logging
 import os
-import secrets
 import sqlite3
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from llamakey.audit.anchor import (
-    HEAD_FILE_INTERVAL_S,
-    HEAD_LOG_INTERVAL_S,
-    Head,
-    HeadUnreadable,
-    anchor_problem,
-    database_id,
-    head_log,
-    head_path,
-    read_head,
-    set_aside,
-    write_head,
-)
 from llamakey.audit.backend import Begin, Bodies, Finish, PruneJob, Write
 from llamakey.audit.chain import chain_head, row_digest, set_chain_base
+from llamakey.audit.keeper import HeadKeeper
 from llamakey.audit.rows import RequestEnd, SqlValue, format_ts
-from llamakey.audit.schema import DATABASE_ID_KEY, ensure_schema, immediate
+from llamakey.audit.schema import ensure_schema, immediate
 from llamakey.audit.sink import AuditUnavailable
 from llamakey.audit.writer import BatchWriter
 
@@ -149,20 +134,8 @@ class SQLiteBackend:
         # Committed begin rows not yet sealed, by id: their hash is computed from these values
         # and the finish values (exactly what SQLite stores) without reading back.
         self._begun: dict[str, dict[str, SqlValue]] = {}
-        #: Where the head file is (None for ``:memory:``), and how often the head is logged.
-        self.head_file: Path | None = None if self.memory else head_path(self.path)
-        self.head_log_interval_s = HEAD_LOG_INTERVAL_S
-        self.head_file_interval_s = HEAD_FILE_INTERVAL_S
-        # The head of the open database as this backend knows it (None: none open yet), and
-        # what of it was last written to the head file and last logged.
-        self._head: Head | None = None
-        self._head_written: Head | None = None
-        self._head_logged: Head | None = None
-        self._logged_at = float("-inf")
-        self._head_due = float("-inf")  # time.monotonic() the head file may next be written
-        self._head_error: str | None = None  # the last failure to write the head file
-        self._keep_head_file = False  # True: the head file is evidence we could not set aside
-        self._suspect: str | None = None  # the database lost what this backend sealed
+        #: The chain head, kept outside the database (None for ``:memory:``).
+        self.keeper: HeadKeeper | None = None if self.memory else HeadKeeper(self.path)
 
     # ---- Backend
 
@@ -185,14 +158,14 @@ class SQLiteBackend:
                         self._insert(conn, op, inserted)
                     elif isinstance(op, Finish):
                         if head is None:
-                            head = self._current_head(conn)
+                            head = self.keeper.current(conn) if self.keeper else chain_head(conn)
                         head = self._seal(conn, op.request_id, op.end, head)
                     else:
                         self._store_bodies(conn, op)
         except Exception as exc:
             raise self._failed(exc) from exc
-        if head is not None and self._head is not None:
-            self._head = Head(self._head.database_id, *head)
+        if head is not None and self.keeper is not None:
+            self.keeper.sealed(*head)
         self._begun.update(inserted)
         while len(self._begun) > _MAX_BEGUN:  # flows that never ended: forget the oldest
             del self._begun[next(iter(self._begun))]
@@ -244,36 +217,11 @@ class SQLiteBackend:
         return more
 
     def upkeep(self, *, flush: bool = False) -> float | None:
-        """Report a lost head, write the head file if the head moved (at once when ``flush``,
-        else at most every ``head_file_interval_s``), log the head when that is due."""
-        if self._head is None:
-            return None
-        if self._suspect is not None:
-            self._mismatch(self._suspect)
-            self._suspect = None
-        waits: list[float] = []
-        if self._head_pending():
-            if flush or self._head_due <= time.monotonic():
-                self._write_head()
-            if self._head_pending():  # not due yet, or failed: try again then
-                waits.append(self._head_due - time.monotonic())
-        if self._head != self._head_logged:
-            due = self._logged_at + self.head_log_interval_s - time.monotonic()
-            if due <= 0:
-                self._log_head()
-            else:
-                waits.append(due)
-        return min(waits) if waits else None
+        return self.keeper.upkeep(flush=flush) if self.keeper else None
 
     def close(self) -> None:
-        if self._head is not None:
-            if self._suspect is not None:
-                self._mismatch(self._suspect)
-                self._suspect = None
-            if self._head_pending():
-                self._write_head()
-            if self._head != self._head_logged:
-                self._log_head()
+        if self.keeper is not None:
+            self.keeper.close()
         self._disconnect()
 
     # ---- the connection
@@ -339,136 +287,13 @@ class SQLiteBackend:
             for suffix in ("-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.chmod(f"{self.path}{suffix}", _FILE_MODE)
-            self._anchor(conn)
+            assert self.keeper is not None
+            self.keeper.anchor(conn)
         except BaseException:
             conn.close()
             raise
         self._file_id = (st.st_dev, st.st_ino)
         return conn
-
-    # ---- the head, anchored outside the database (llamakey.audit.anchor)
-
-    def _anchor(self, conn: sqlite3.Connection) -> None:
-        """On opening a file: check the database against its head file, and start this
-        backend's head from the database. A mismatch is logged and the head file set aside."""
-        assert self.head_file is not None
-        problem: str | None = None
-        try:
-            recorded = read_head(self.head_file)
-        except HeadUnreadable as exc:
-            recorded, problem = None, f"its head file is not a usable head file: {exc}"
-        conn.execute("BEGIN")  # one snapshot for the check and the head
-        try:
-            own_id = database_id(conn)
-            seq, row_hash = chain_head(conn)
-            if recorded is not None:
-                problem = anchor_problem(conn, recorded)
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")  # a read transaction: nothing to keep or undo
-        if own_id is None:  # its audit_meta row was removed: give it an identity again
-            with immediate(conn):
-                conn.execute(
-                    "INSERT OR IGNORE INTO audit_meta (key, value) VALUES (?, ?)",
-                    (DATABASE_ID_KEY, secrets.token_hex(16)),
-                )
-                own_id = database_id(conn)
-            log.warning("audit: database %s had no id; it was given %s", self.path, own_id)
-            assert own_id is not None
-        self._head = Head(own_id, seq, row_hash)
-        self._keep_head_file = False
-        if problem is not None:
-            self._mismatch(problem)
-        elif recorded is None and seq > 0:
-            log.warning(
-                "audit: no head file %s although database %s has sealed rows up to seq %d: it"
-                " was deleted, or the database predates head files; a new head starts",
-                self.head_file,
-                self.path,
-                seq,
-            )
-        if self._head_pending():
-            self._write_head()
-        if self._head != self._head_logged:
-            self._log_head()
-
-    def _head_pending(self) -> bool:
-        """Whether the head file is behind the head (and is ours to write)."""
-        return (
-            self._head is not None
-            and self.head_file is not None
-            and not self._keep_head_file
-            and self._head != self._head_written
-        )
-
-    def _current_head(self, conn: sqlite3.Connection) -> tuple[int, str]:
-        """The chain head in the database, inside a sealing transaction. If it is not what this
-        backend last sealed (or opened with), and the database no longer holds that, the
-        problem is kept for :meth:`upkeep` to report."""
-        head = chain_head(conn)
-        mine = self._head
-        if mine is not None and head != (mine.seq, mine.row_hash):
-            # Another writer on the same file moves the head on, leaving ours in place.
-            problem = anchor_problem(conn, mine, source="the proxy's last seal")
-            if problem is not None:
-                self._suspect = problem
-        return head
-
-    def _mismatch(self, problem: str) -> None:
-        """Report that the database lacks what the head file (or our last seal) names, and set
-        the head file aside so that a new head does not overwrite the evidence."""
-        assert self.head_file is not None
-        kept = ""
-        try:
-            if self.head_file.exists() or self.head_file.is_symlink():
-                kept = f"; its head file was kept as {set_aside(self.head_file).name}"
-        except OSError as exc:
-            # Keep it where it is, rather than overwrite it.
-            self._keep_head_file = True
-            kept = f"; its head file could not be set aside ({exc.strerror or exc}) and is kept"
-        self._head_written = None
-        log.error(
-            "audit: database %s does not hold its recorded head: %s%s; a new head starts",
-            self.path,
-            problem,
-            kept,
-        )
-
-    def _write_head(self) -> bool:
-        """Write the head file; on failure log it (once per reason) and return False."""
-        head, file = self._head, self.head_file
-        if head is None or file is None or self._keep_head_file:
-            return False
-        stamped = Head(head.database_id, head.seq, head.row_hash, format_ts(datetime.now(UTC)))
-        try:
-            write_head(file, stamped)
-        except OSError as exc:
-            self._head_due = time.monotonic() + _HEAD_RETRY_S
-            reason = f"audit: head file {file} cannot be written: {exc.strerror or exc}"
-            if reason != self._head_error:
-                log.error("%s", reason)
-            self._head_error = reason
-            return False
-        self._head_due = time.monotonic() + self.head_file_interval_s
-        if self._head_error is not None:
-            log.warning("audit: head file %s is written again", file)
-        self._head_error = None
-        self._head_written = head
-        return True
-
-    def _log_head(self) -> None:
-        head = self._head
-        if head is None:
-            return
-        head_log.info(
-            "audit: head of database %s (id %s): seq %d, row_hash %s",
-            self.path,
-            head.database_id,
-            head.seq,
-            head.row_hash,
-        )
-        self._head_logged = head
-        self._logged_at = time.monotonic()
 
     def _same_file(self) -> bool:
         try:

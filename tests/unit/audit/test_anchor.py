@@ -88,7 +88,7 @@ def test_the_head_file_follows_every_sealing_commit(writer: AuditWriter, db_path
 
 def test_under_load_the_head_file_catches_up_by_itself(db_path: Path) -> None:
     w = AuditWriter(db_path, group_commit_ms=0)
-    w.backend.head_file_interval_s = 0.2  # type: ignore[attr-defined]
+    w.backend.keeper.head_file_interval_s = 0.2  # type: ignore[attr-defined]
     w.start()
     try:
         for n in range(20):  # no flush: nothing waits for the head file
@@ -129,7 +129,7 @@ def test_the_head_is_logged_at_open_at_close_and_while_it_moves(
     # No caplog.set_level: the head lines must pass a root logger left at WARNING.
     assert logging.getLogger().getEffectiveLevel() > logging.INFO
     w = AuditWriter(db_path)
-    w.backend.head_log_interval_s = 0.3  # type: ignore[attr-defined]
+    w.backend.keeper.head_log_interval_s = 0.3  # type: ignore[attr-defined]
     w.start()
     try:
         identity = db_id(db_path)
@@ -147,7 +147,7 @@ def test_the_head_is_logged_at_open_at_close_and_while_it_moves(
         wait_until(lambda: logged(2), "the head line for seq 2", timeout=5)
         hash2 = full_row(db_path, "r2")["row_hash"]
         assert any(m.endswith(f"seq 2, row_hash {hash2}") for m in messages(caplog, logging.INFO))
-        w.backend.head_log_interval_s = 3600  # type: ignore[attr-defined]
+        w.backend.keeper.head_log_interval_s = 3600  # type: ignore[attr-defined]
         write_sealed(w, "r3")
         assert not logged(3)  # not due yet
     finally:
