@@ -11,6 +11,7 @@ import pytest
 
 from llamakey import config
 from tests.unit.builders import ALICE_KEY, BOB_KEY, sha
+from tests.unit.config.helpers import SHIPPED
 
 CONFIG = '[proxy]\ncerts_dir = "certs"\n\n[groups.research]\n[groups.ops]\n'
 
@@ -161,10 +162,17 @@ def test_an_empty_users_file_setting_is_refused(cfg: Path) -> None:
 
 
 def test_the_shipped_config_names_the_default_users_file() -> None:
-    from tests.unit.config.helpers import SHIPPED
-
     shipped = config.read_config(SHIPPED)
     assert shipped.proxy.users_file == config.DEFAULT_USERS_NAME == "lmk_users.toml"
     assert shipped.users == {}
     ignored = (SHIPPED.parent / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert config.DEFAULT_USERS_NAME in ignored
+
+
+def test_the_readme_documents_the_users_file() -> None:
+    readme = (SHIPPED.parent / "README.md").read_text(encoding="utf-8")
+    assert '| `proxy.users_file` | `"lmk_users.toml"` |' in readme
+    for key in config.UserTable.model_fields:
+        assert f"| `users.NAME.{key}` |" in readme, key
+    for command in ("new", "rotate", "disable", "enable", "revoke", "list"):
+        assert f"`lmk keys {command}" in readme, command
