@@ -40,7 +40,7 @@ from llamakey.files import write_atomically
 USERS_MODE = 0o600
 
 USERS_HEADER = f"""\
-# LlaMaKey users, written by `lmk keys` (new, rotate, disable, enable, revoke, list).
+# LlaMaKey users, managed by `lmk keys` (new, rotate, disable, enable, revoke, list).
 # Each [users.NAME] holds only the SHA-256 of the user's master key, never the key. Groups are
 # policy and are defined in the tracked {DEFAULT_CONFIG_NAME} ([groups.G]). Keep this file out of
 # git; it stays mode 0600. Hand edits are fine: a running proxy picks them up within a second.
@@ -91,8 +91,10 @@ def open_users(path: Path) -> tomlkit.TOMLDocument:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return tomlkit.parse(USERS_HEADER)
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text: {error.reason}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
     return _parse(path, text)
 
 
