@@ -26,10 +26,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             f" via {resolved.connect_to[0]}:{resolved.connect_to[1]}" if resolved.connect_to else ""
         )
         print(f"  {name:<12} {', '.join(resolved.provider.hosts)}: {status}{via}{legacy}")
-    users = settings.file.users
-    active = sum(1 for u in settings.users_by_hash.values() if not u.disabled)
+    users = settings.users_by_hash.values()
+    active = sum(1 for u in users if not u.disabled)
     print(
-        f"users: {len(users)} ({active} active); "
+        f"users: {len(users)} ({active} active; users file {settings.users_path}); "
         f"groups: {', '.join(settings.file.groups) or 'none'}"
     )
     print(f"audit: {settings.audit_path if settings.file.audit.enabled else 'off'}")

@@ -1,10 +1,13 @@
-"""`lmk_config.toml`: read with tomllib, validated with pydantic, resolved into `Settings`.
+"""`lmk_config.toml` and the users file (`lmk_users.toml`, `proxy.users_file`): read with
+tomllib, validated with pydantic, resolved into `Settings`.
 
-- `llamakey.config.schema`: the strict tables and `parse` (errors name the TOML path and never
-  echo a secret);
-- `llamakey.config.load`: `resolve` and `load` into `Settings` (keys from ``${VAR}``);
-- `llamakey.config.edit`: comment-preserving edits (add or remove a user), imported on its own
-  (``from llamakey.config import edit``) so that the proxy does not load tomlkit.
+- `llamakey.config.schema`: the strict tables, `parse` and `parse_users` (errors name the file
+  and TOML path and never echo a secret);
+- `llamakey.config.load`: `resolve` and `load` into `Settings` (keys from ``${VAR}``, the users
+  of both files);
+- `llamakey.config.edit`: comment-preserving edits of the users file (add, rotate, disable,
+  enable, remove a user), imported on its own (``from llamakey.config import edit``) so that
+  the proxy does not load tomlkit.
 
 The package imports only lower layers (`llamakey.providers`, `llamakey.credentials`).
 """
@@ -16,10 +19,17 @@ from llamakey.config.load import (
     User,
     default_path,
     load,
+    load_users,
+    read_config,
     resolve,
+    resolve_users,
+    users_path_of,
 )
 from llamakey.config.schema import (
     DEFAULT_CONFIG_NAME,
+    DEFAULT_USERS_NAME,
+    USER_NAME_PATTERN,
+    USER_NAME_RULE,
     AuditTable,
     ConfigError,
     ConfigFile,
@@ -27,12 +37,18 @@ from llamakey.config.schema import (
     PriceTable,
     ProviderTable,
     ProxyTable,
+    UsersFile,
     UserTable,
+    is_user_name,
     parse,
+    parse_users,
 )
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
+    "DEFAULT_USERS_NAME",
+    "USER_NAME_PATTERN",
+    "USER_NAME_RULE",
     "AuditTable",
     "ConfigError",
     "ConfigFile",
@@ -45,8 +61,15 @@ __all__ = [
     "Settings",
     "User",
     "UserTable",
+    "UsersFile",
     "default_path",
+    "is_user_name",
     "load",
+    "load_users",
     "parse",
+    "parse_users",
+    "read_config",
     "resolve",
+    "resolve_users",
+    "users_path_of",
 ]

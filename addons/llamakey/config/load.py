@@ -1,5 +1,6 @@
-"""`lmk_config.toml` resolved into `Settings`: the built-in catalogue merged with the file,
-provider keys expanded from the environment (``${VAR}``), users indexed by key hash."""
+"""`lmk_config.toml` and the users file resolved into `Settings`: the built-in catalogue merged
+with the config, provider keys expanded from the environment (``${VAR}``), the users of both
+files indexed by key hash."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from llamakey.config.schema import (
     ConfigError,
     ConfigFile,
     ProviderTable,
+    UsersFile,
+    UserTable,
     open_proxy_problem,
     parse,
+    parse_users,
     split_host_port,
 )
 from llamakey.credentials import HF_PREFIX, MASTER_PREFIX
@@ -87,6 +91,10 @@ class Settings:
     users_by_hash: dict[str, User]
     certs_dir: Path
     audit_path: Path
+    users_path: Path
+    """The users file (`proxy.users_file`); it need not exist (then it holds no user)."""
+    users_file: UsersFile
+    """What the users file holds; `file.users` is what the config itself holds."""
 
     @property
     def real_keys(self) -> list[str]:
@@ -102,8 +110,16 @@ def _expand(value: str) -> tuple[str | None, list[str]]:
     return _ENV_REF.sub(lambda m: os.environ[m.group(1)], value), []
 
 
-def resolve(file: ConfigFile, path: Path | None) -> Settings:
-    """Merge the built-in catalogue with the file and resolve keys from the environment."""
+def resolve(
+    file: ConfigFile,
+    path: Path | None,
+    users_file: UsersFile | None = None,
+    users_source: Path | None = None,
+) -> Settings:
+    """Merge the built-in catalogue with the file and resolve keys from the environment; index
+    the users of both files (`resolve_users`). `users_source` names the users file in errors
+    (default: `proxy.users_file` beside `path`)."""
+    users_file = users_file or UsersFile()
     base = path.parent if path else Path.cwd()
     if problem := open_proxy_problem(file.proxy.listen_host, file.proxy):
         raise ConfigError(problem)
@@ -157,12 +173,60 @@ def resolve(file: ConfigFile, path: Path | None) -> Settings:
             upstream_ca=(base / table.upstream_ca) if table.upstream_ca else None,
             extra_headers=extra,
         )
-    users: dict[str, User] = {}
-    for name, user in file.users.items():
-        if user.key_sha256 in users:
+    users_path = base / file.proxy.users_file
+    users_by_hash = resolve_users(
+        file,
+        users_file,
+        str(path or DEFAULT_CONFIG_NAME),
+        str(users_source or users_path),
+    )
+    return Settings(
+        path=path,
+        file=file,
+        providers=providers,
+        index=ProviderIndex(p.provider for p in providers.values()),
+        users_by_hash=users_by_hash,
+        certs_dir=(base / file.proxy.certs_dir).resolve(),
+        audit_path=(base / file.audit.path).resolve(),
+        users_path=users_path.resolve(),
+        users_file=users_file,
+    )
+
+
+def resolve_users(
+    file: ConfigFile, users_file: UsersFile, config_source: str, users_source: str
+) -> dict[str, User]:
+    """The users of the config's ``[users]`` (kept for compatibility) and of the users file,
+    indexed by key hash.
+
+    Raises ConfigError, naming the file and TOML path, for a name in both files, a key shared
+    by two users, or a group with no ``[groups.G]`` table in the config.
+    """
+    tables: list[tuple[str, str, UserTable]] = [
+        (config_source, name, user) for name, user in file.users.items()
+    ]
+    for name, user in users_file.users.items():
+        if name in file.users:
             raise ConfigError(
-                f"users.{name}.key_sha256: same key as users.{users[user.key_sha256].name}"
+                f"users.{name} is in both {config_source} and {users_source}; keep one "
+                f"(`lmk keys` manages {users_source})"
             )
+        tables.append((users_source, name, user))
+    users: dict[str, User] = {}
+    sources: dict[str, str] = {}
+    for source, name, user in tables:
+        if (other := users.get(user.key_sha256)) is not None:
+            where = "" if sources[other.name] == source else f" of {sources[other.name]}"
+            raise ConfigError(
+                f"{source}: users.{name}.key_sha256: same key as users.{other.name}{where}"
+            )
+        sources[name] = source
+        for group in user.groups:
+            if group not in file.groups:
+                raise ConfigError(
+                    f"{source}: users.{name}.groups: got {group!r}, expected a "
+                    f"[groups.{group}] table in {config_source}"
+                )
         users[user.key_sha256] = User(
             name=name,
             key_sha256=user.key_sha256,
@@ -170,21 +234,7 @@ def resolve(file: ConfigFile, path: Path | None) -> Settings:
             disabled=user.disabled,
             expires=_as_utc(user.expires),
         )
-    for name, user in file.users.items():
-        for group in user.groups:
-            if group not in file.groups:
-                raise ConfigError(
-                    f"users.{name}.groups: got {group!r}, expected a [groups.{group}] table"
-                )
-    return Settings(
-        path=path,
-        file=file,
-        providers=providers,
-        index=ProviderIndex(p.provider for p in providers.values()),
-        users_by_hash=users,
-        certs_dir=(base / file.proxy.certs_dir).resolve(),
-        audit_path=(base / file.audit.path).resolve(),
-    )
+    return users
 
 
 def _merge_provider(name: str, builtin: Provider | None, table: ProviderTable) -> Provider:
@@ -211,18 +261,45 @@ def _as_utc(value: date | datetime | None) -> datetime | None:
 
 
 def load(path: Path) -> Settings:
-    """Read, validate and resolve a config file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    """Read, validate and resolve a config file and its users file (blocking file reads)."""
+    return load_users(read_config(path), path)
+
+
+def read_config(path: Path) -> ConfigFile:
+    """Read and validate the config file alone (`load`'s first half)."""
+    data = _read_toml(path)
+    if data is None:
         raise ConfigError(
             f"{path}: no such file (start from the lmk_config.toml shipped with LlaMaKey)"
-        ) from None
+        )
+    return parse(data, str(path))
+
+
+def load_users(file: ConfigFile, path: Path) -> Settings:
+    """Read and validate the users file of the config `file` read from `path`, and resolve
+    both (`load`'s second half). No users file: no users in it."""
+    users_path = users_path_of(file, path)
+    users_file = parse_users(_read_toml(users_path) or {}, str(users_path))
+    return resolve(file, path.resolve(), users_file, users_path)
+
+
+def users_path_of(file: ConfigFile, path: Path) -> Path:
+    """Where the users file of the config at `path` is (it need not exist)."""
+    return path.parent / file.proxy.users_file
+
+
+def _read_toml(path: Path) -> dict[str, object] | None:
+    """A TOML file's data, None if there is no such file; ConfigError naming it otherwise."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text: {error.reason}") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-    return resolve(parse(data, str(path)), path.resolve())
 
 
 def default_path() -> Path:

@@ -1,8 +1,9 @@
-"""The tables of `lmk_config.toml` as strict pydantic models, and `parse`, which validates.
+"""The tables of `lmk_config.toml` and of the users file (`lmk_users.toml`) as strict pydantic
+models, and `parse` / `parse_users`, which validate.
 
-Every table refuses unknown keys, and an error names the TOML path, the bad value and what was
-expected, e.g. ``proxy.listen_port: got 'eighty', expected an integer``. Values that may hold a
-secret (provider keys, extra headers) are never echoed in an error.
+Every table refuses unknown keys, and an error names the file, the TOML path, the bad value and
+what was expected, e.g. ``proxy.listen_port: got 'eighty', expected an integer``. Values that
+may hold a secret (provider keys, extra headers) are never echoed in an error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from llamakey.providers import Carrier, ErrorShape
 
 DEFAULT_CONFIG_NAME = "lmk_config.toml"
+DEFAULT_USERS_NAME = "lmk_users.toml"
+USER_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
+USER_NAME_RULE = "a lowercase letter, then up to 63 of a-z 0-9 _ . -"
 _SECRET_FIELDS = {"keys", "extra_headers"}
 
 
@@ -38,6 +42,8 @@ class ProxyTable(_Strict):
     other_hosts: Literal["tunnel", "block"] = "tunnel"
     proxy_auth: bool = False
     certs_dir: str = "certs"
+    users_file: Annotated[str, Field(min_length=1)] = DEFAULT_USERS_NAME
+    """The users and their key hashes (`lmk keys` writes it); relative to the config file."""
     web_host: str = "127.0.0.1"
     web_port: Annotated[int, Field(ge=0, le=65535)] = 8081
 
@@ -70,6 +76,14 @@ class ProviderTable(_Strict):
         return value
 
 
+UserName = Annotated[str, Field(pattern=USER_NAME_PATTERN)]
+"""A user's name: it appears in logs, audit rows, markers and proxy credentials."""
+
+
+def is_user_name(name: str) -> bool:
+    return re.fullmatch(USER_NAME_PATTERN, name) is not None
+
+
 class UserTable(_Strict):
     """[users.NAME]: one person and the SHA-256 of their master key."""
 
@@ -77,6 +91,21 @@ class UserTable(_Strict):
     groups: list[str] = []
     disabled: bool = False
     expires: date | datetime | None = None
+    """Refused from then on: a date (00:00 UTC that day) or a date-time (UTC unless it says)."""
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _moment(cls, value: object) -> object:
+        # One error naming the TOML forms, not one per member of the union.
+        if value is None or isinstance(value, date):  # a datetime is a date too
+            return value
+        if isinstance(value, str):
+            for parse_iso in (date.fromisoformat, datetime.fromisoformat):
+                try:
+                    return parse_iso(value)
+                except ValueError:
+                    pass
+        raise ValueError("expected a TOML date (2027-01-01) or date-time (2027-01-01T09:00:00Z)")
 
 
 class GroupTable(_Strict):
@@ -123,7 +152,8 @@ class ConfigFile(_Strict):
     audit: AuditTable = AuditTable()
     limits: LimitsTable = LimitsTable()
     providers: dict[str, ProviderTable] = {}
-    users: dict[str, UserTable] = {}
+    users: dict[UserName, UserTable] = {}
+    """Accepted for compatibility; users belong in the users file (`proxy.users_file`)."""
     groups: dict[str, GroupTable] = {}
     prices: dict[str, PriceTable] = {}
 
@@ -162,6 +192,13 @@ def open_proxy_problem(listen_host: str, proxy: ProxyTable) -> str | None:
     )
 
 
+class UsersFile(_Strict):
+    """The users file (`lmk_users.toml`): only ``[users.NAME]`` tables. Groups are policy and
+    stay in the tracked configuration."""
+
+    users: dict[UserName, UserTable] = {}
+
+
 def split_host_port(value: str) -> tuple[str, int]:
     """``'host:port'`` (IPv6 in brackets) as ``(host, port)``; ValueError if it is not one."""
     host, sep, port = value.rpartition(":")
@@ -170,23 +207,36 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _format_errors(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+def _format_errors(
+    error: ValidationError,
+    source: str,
+    what: str = "configuration",
+    hints: Mapping[str, str] | None = None,
+) -> str:
+    lines = [f"{source}: invalid {what}"]
     for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"])
         loc = item["loc"]
+        is_key = loc[-1:] == ("[key]",)  # a table's name (a dict key) was refused
+        if is_key:
+            loc = loc[:-1]
+        path = ".".join(str(p) for p in loc)
         # Under [providers], a bare string or a misspelt field may hold a key.
         secret = any(str(p) in _SECRET_FIELDS for p in loc) or (
             loc[:1] == ("providers",) and (len(loc) <= 2 or item["type"] == "extra_forbidden")
         )
-        got = "" if secret or item["type"] == "missing" else f"got {item.get('input')!r}, "
+        whole_table = item["type"] == "extra_forbidden" and isinstance(item.get("input"), dict)
+        quiet = secret or whole_table or item["type"] == "missing"
+        got = "" if quiet else f"got {item.get('input')!r}, "
         message = (
             item["msg"]
             .replace("Input should be", "expected")
             .replace("String should match pattern", "expected text matching")
+            .replace("Value error, ", "")
         )
         if item["type"] == "extra_forbidden":
-            message = "unknown key (not a documented setting)"
+            message = (hints or {}).get(path, "unknown key (not a documented setting)")
+        elif is_key and loc[:1] == ("users",):
+            message = f"expected a user name ({USER_NAME_RULE})"
         lines.append(f"  {path}: {got}{message}")
     return "\n".join(lines)
 
@@ -197,3 +247,19 @@ def parse(data: Mapping[str, Any], source: str = "config") -> ConfigFile:
         return ConfigFile.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_format_errors(error, source)) from None
+
+
+def parse_users(data: Mapping[str, Any], source: str = DEFAULT_USERS_NAME) -> UsersFile:
+    """Validate a parsed users file; raise ConfigError naming each bad TOML path."""
+    try:
+        return UsersFile.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source, "users file", _USERS_HINTS)) from None
+
+
+_USERS_HINTS = {
+    name: f"unknown key (only [users.NAME] tables belong here; [{name}] is in "
+    f"{DEFAULT_CONFIG_NAME})"
+    for name in ConfigFile.model_fields
+    if name != "users"
+}

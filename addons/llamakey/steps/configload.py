@@ -1,8 +1,9 @@
-"""Loads `lmk_config.toml`, applies it to mitmproxy, and reloads it when the file changes.
+"""Loads `lmk_config.toml` and its users file, applies them to mitmproxy, and reloads them
+when either file changes.
 
 A reload swaps the whole configuration at once and drops no connection: a revoked key is
-refused on its next request. An invalid new file is refused with a logged error and the
-running configuration stays.
+refused on its next request. An invalid new file (either of the two) is refused with a logged
+error and the running configuration, users included, stays.
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ log = logging.getLogger(__name__)
 RELOAD_POLL_SECONDS = 1.0
 
 
-def _file_stamp(path: Path) -> tuple[int, int] | None:
+type FileStamp = tuple[int, int, int, int] | None
+"""What tells a file changed: inode, mtime, ctime, size (None: no file)."""
+
+
+def _file_stamp(path: Path) -> FileStamp:
     try:
         stat = path.stat()
     except OSError:
         return None
-    return stat.st_mtime_ns, stat.st_size
+    # The inode too: `lmk keys` replaces the file (a rename), and a key rotated within one
+    # clock tick leaves a file of the same size and times.
+    return stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size
 
 
 def _upstream_bundle(settings: config.Settings) -> str:
@@ -92,7 +99,9 @@ class ConfigLoader:
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self._stamp: tuple[int, int] | None = None
+        # The two files as last read (the config, then the users file it names).
+        self._stamp: tuple[FileStamp, FileStamp] | None = None
+        self._users_path: Path | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     def load(self, loader: Loader) -> None:
@@ -108,11 +117,11 @@ class ConfigLoader:
             return
         path = Path(ctx.options.lmk_config).expanduser()
         try:
-            settings = config.load(path)
+            stamp, settings = _load(path)
             options = prepare(settings)
         except (config.ConfigError, ca.CAError) as error:
             raise exceptions.OptionsError(str(error)) from None
-        self._stamp = _file_stamp(path)
+        self._stamp, self._users_path = stamp, settings.users_path
         self._apply(settings, options)
 
     def _apply(self, settings: config.Settings, options: dict[str, object]) -> None:
@@ -140,18 +149,38 @@ class ConfigLoader:
                 await self.reload_if_changed()
 
     async def reload_if_changed(self) -> bool:
-        """Reload when the file's mtime or size changed; True if a new config took effect."""
+        """Reload when the config or the users file changed (inode, times or size); True if a
+        new configuration took effect."""
         path = Path(ctx.options.lmk_config).expanduser()
-        stamp = await asyncio.to_thread(_file_stamp, path)
-        if stamp is None or stamp == self._stamp:
+        stamp = await asyncio.to_thread(_stamps, path, self._users_path)
+        if stamp[0] is None or stamp == self._stamp:
             return False
-        self._stamp = stamp
+        self._stamp = stamp  # a file refused is not read again until it changes again
         try:
-            settings = await asyncio.to_thread(config.load, path)
+            stamp, settings = await asyncio.to_thread(_load, path)
             options = await asyncio.to_thread(prepare, settings)
         except (config.ConfigError, ca.CAError) as error:
             log.error("Configuration not reloaded, the running one stays. %s", error)
             return False
+        self._stamp, self._users_path = stamp, settings.users_path
         self._apply(settings, options)
-        log.info("Configuration reloaded from %s (%d users)", path, len(settings.users_by_hash))
+        log.info(
+            "Configuration reloaded from %s and %s (%d users)",
+            path,
+            settings.users_path,
+            len(settings.users_by_hash),
+        )
         return True
+
+
+def _stamps(config_path: Path, users_path: Path | None) -> tuple[FileStamp, FileStamp]:
+    return _file_stamp(config_path), _file_stamp(users_path) if users_path else None
+
+
+def _load(path: Path) -> tuple[tuple[FileStamp, FileStamp], config.Settings]:
+    """Blocking: the settings, and the stamps of both files, each taken before the file is
+    read (a change made while loading is seen at the next poll)."""
+    config_stamp = _file_stamp(path)
+    file = config.read_config(path)
+    users_stamp = _file_stamp(config.users_path_of(file, path))
+    return (config_stamp, users_stamp), config.load_users(file, path)

@@ -10,10 +10,14 @@ import pytest
 from llamakey.providers import BUILTIN_PROVIDERS
 from tests.unit.config.helpers import SHIPPED
 
+# The groups the tests name, as an admin defines them under [groups] of the tracked config.
+GROUPS = '\n[groups]\nresearch = { description = "the lab" }\nops = {}\n'
+
 
 @pytest.fixture
 def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the shipped configuration, with no provider key in the environment."""
+    """A copy of the shipped configuration, with groups research and ops defined (as an admin
+    does before `lmk keys new NAME --group G`), and no provider key in the environment."""
     for provider in BUILTIN_PROVIDERS.values():
         for var in provider.key_env:
             monkeypatch.delenv(var, raising=False)
@@ -22,4 +26,7 @@ def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "lmk_config.toml"
     shutil.copyfile(SHIPPED, path)
+    text = path.read_text(encoding="utf-8")
+    assert text.count("\n[groups]\n") == 1
+    path.write_text(text.replace("\n[groups]\n", GROUPS, 1), encoding="utf-8")
     return path
