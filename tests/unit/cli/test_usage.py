@@ -42,7 +42,7 @@ def test_usage_since_in_an_unknown_format_names_the_accepted_ones(
     cfg: Path, since: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as caught:  # said before any database is looked for
-        lmk(cfg, "usage", "--since", since)
+        lmk(cfg, "usage", f"--since={since}")
     assert caught.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line == (
