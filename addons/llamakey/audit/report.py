@@ -154,8 +154,7 @@ def format_report(rows: list[dict[str, object]], fmt: str, *, by: str | None = N
         for row in clean
     ]
     numeric = [
-        bool(clean) and all(isinstance(r[heading[c]], int | float) for r in clean)
-        for c in columns
+        bool(clean) and all(isinstance(r[heading[c]], int | float) for r in clean) for c in columns
     ]
     widths = [max([len(n), *(len(line[i]) for line in cells)]) for i, n in enumerate(names)]
 

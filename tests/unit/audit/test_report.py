@@ -182,7 +182,7 @@ def test_the_first_column_is_headed_by_what_was_grouped_by(
     rows = usage_report(usage_db, since=None, by=by)
     text = format_report(rows, fmt, by=by)
     if fmt == "json":
-        first = list(json.loads(text)[0])[0]
+        first = next(iter(json.loads(text)[0]))
     elif fmt == "csv":
         first = text.split(",", 1)[0]
     else:
