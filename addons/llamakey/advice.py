@@ -32,6 +32,7 @@ def literal_keys(settings: Settings) -> list[str]:
             warnings.append(
                 f"providers.{name}.keys[{position}] in {where} is a literal key, not a "
                 "${VAR} reference: whoever can read the file has the key. Put the key in the "
-                f'proxy\'s environment instead ({variable}=...) and write keys = ["${{{variable}}}"]'
+                f"proxy's environment instead ({variable}=...) and write "
+                f'keys = ["${{{variable}}}"]'
             )
     return warnings
