@@ -124,6 +124,12 @@ class Announce:
         self.quiet = False
 
     def load(self, loader: Loader) -> None:
+        # mitmdump's own entry point lets every record through the root logger; the embedded
+        # masters of `lmk serve` and `lmk web` leave it at WARNING, which would swallow these
+        # lines and the reload summary. Let ours through; termlog_verbosity still filters.
+        package = logging.getLogger("llamakey")
+        if package.getEffectiveLevel() > logging.INFO:
+            package.setLevel(logging.INFO)
         loader.add_option(
             "lmk_quiet",
             bool,

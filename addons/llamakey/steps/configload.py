@@ -12,7 +12,6 @@ new CA would fail every client). That is logged as an error within a poll or two
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
@@ -279,10 +278,11 @@ class ConfigLoader:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(RELOAD_POLL_SECONDS)
-            with contextlib.suppress(Exception):
-                await self.reload_if_changed()
-            with contextlib.suppress(Exception):
-                await self.check_ca()
+            for look in (self.reload_if_changed, self.check_ca):
+                try:
+                    await look()
+                except Exception as error:  # the watch goes on; the next poll tries again
+                    log.error("Watching %s failed: %r", ctx.options.lmk_config, error)
 
     async def check_ca(self) -> list[str]:
         """Look at the CA files (a stat each, off the event loop); when they changed, log an
