@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
@@ -66,6 +68,54 @@ def no_key_ever_went_astray() -> Iterator[None]:
     yield
     problems = [p for m in MockUpstream.instances for s in m.all_seen for p in key_problems(s)]
     assert not problems, "requests that reached a provider wrongly:\n" + "\n".join(problems)
+
+
+REPO = Path(__file__).resolve().parents[1]
+# What a test run may add to the checkout: the tools' own caches.
+_CACHES = re.compile(
+    r"(^|/)(\.pytest_cache|__pycache__|\.mypy_cache|\.ruff_cache|[^/]*\.egg-info)/"
+)
+
+
+def checkout_status() -> set[str] | None:
+    """`git status --porcelain --ignored` of the checkout the tests live in, cache directories
+    left out; None when this is no git checkout (an unpacked sdist, say) or git is missing."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        top = subprocess.run(
+            [git, "rev-parse", "--show-toplevel"], cwd=REPO, capture_output=True, text=True
+        )
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != REPO:
+            return None
+        listed = subprocess.run(
+            [git, "status", "--porcelain", "--ignored"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {line for line in listed.splitlines() if not _CACHES.search(line[3:] + "/")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def the_checkout_is_left_as_it_was() -> Iterator[None]:
+    """After the whole session: no test wrote into the working tree (new files, ignored ones
+    such as certs/ or *.db included, or changed tracked files). A test writes under tmp_path.
+
+    Compared with the status before the run rather than asserted empty, so that uncommitted
+    work in a checkout does not fail the suite; a fresh clone (CI) starts empty."""
+    before = checkout_status()
+    yield
+    if before is None:
+        return
+    after = checkout_status()
+    assert after is not None
+    added = sorted(after - before)
+    assert not added, "the tests left these in the working tree (git status):\n" + "\n".join(added)
 
 
 @pytest.fixture(scope="session")

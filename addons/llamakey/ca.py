@@ -49,7 +49,9 @@ __all__ = [
     "CA_KEY_FILE",
     "CA_KEY_P12_FILE",
     "CAError",
+    "ca_fingerprint",
     "ca_private_key_mode_ok",
+    "ca_problems",
     "init_ca",
     "is_name_constrained",
     "permitted_names",
@@ -507,3 +509,80 @@ def ca_private_key_mode_ok(certs_dir: Path) -> bool:
     except FileNotFoundError:
         return False
     return stat.S_IMODE(mode) == _SECRET_MODE
+
+
+def ca_fingerprint(certs_dir: Path) -> str | None:
+    """SHA-256 (hex) of the CA certificate in mitmproxy-ca.pem, the one mitmproxy signs with;
+    None when there is no readable CA."""
+    try:
+        cert = _load_ca_cert(Path(certs_dir))
+    except CAError:
+        return None
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def ca_problems(certs_dir: Path) -> list[str]:
+    """What is wrong with the CA files, one sentence each naming the fix; [] when they are in
+    order, and also when none exists yet (the proxy's first start creates them).
+
+    Checked: the private key file is there, readable, holds a key that belongs to its
+    certificate and is private (0600); the certificate clients install
+    (mitmproxy-ca-cert.pem) is that certificate; the client bundle holds it. What CA a running
+    proxy loaded is not known here (its own watcher compares with that).
+    """
+    certs_dir = Path(certs_dir)
+    key_path, cert_path, bundle_path = (
+        certs_dir / CA_KEY_FILE,
+        certs_dir / CA_CERT_FILE,
+        certs_dir / BUNDLE_FILE,
+    )
+    redistribute = f"redistribute {cert_path} (or {bundle_path}) to every client"
+    if not key_path.exists():
+        if not cert_path.exists() and not bundle_path.exists():
+            return []  # not created yet
+        return [
+            f"{key_path} (the CA's private key) is missing while clients were given its "
+            "certificate: the proxy's next start creates a new CA, which every client will "
+            f"refuse. Restore the file from a backup, or run `lmk ca init --force` and "
+            f"{redistribute}."
+        ]
+    try:
+        cert, _ = _load_ca(certs_dir)
+    except CAError as error:
+        return [
+            f"{error}. Restore the CA files from a backup, or run `lmk ca init --force` and "
+            f"{redistribute}."
+        ]
+    problems: list[str] = []
+    if not ca_private_key_mode_ok(certs_dir):
+        problems.append(f"{key_path} can be read by others: `chmod 600 {key_path}`.")
+    ours = cert.public_bytes(serialization.Encoding.PEM).strip()
+    rewrite = "Run `lmk ca init` (it rewrites the file from the CA, which it keeps)"
+    try:
+        given = cert_path.read_bytes()
+    except FileNotFoundError:
+        problems.append(f"{cert_path} is missing, so `lmk env` cannot set up clients. {rewrite}.")
+    except OSError as error:
+        problems.append(f"cannot read {cert_path}: {error.strerror or error}.")
+    else:
+        if given.strip() != ours:
+            problems.append(
+                f"{cert_path} is not the CA in {key_path}: clients given it refuse the "
+                f"proxy's certificates. {rewrite}, then {redistribute}; or restore both files."
+            )
+    try:
+        bundle = bundle_path.read_bytes()
+    except FileNotFoundError:
+        problems.append(
+            f"{bundle_path} is missing: clients whose SSL_CERT_FILE (or REQUESTS_CA_BUNDLE, ...) "
+            f"names it fail every TLS connection. {rewrite}."
+        )
+    except OSError as error:
+        problems.append(f"cannot read {bundle_path}: {error.strerror or error}.")
+    else:
+        if ours not in bundle:
+            problems.append(
+                f"{bundle_path} does not hold the CA in {key_path}: clients using it refuse "
+                f"the proxy. {rewrite}."
+            )
+    return problems

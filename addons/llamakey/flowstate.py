@@ -4,8 +4,9 @@ Each step of the data path reads and writes a `FlowState` instead of string keys
 `flow.metadata`, so steps need not import each other for key names and the type checker sees
 every field. The states live in a `FlowStates` registry keyed weakly by the flow (as
 mitmproxy's `proxyauth.py` keys its state by connection): a state dies with its flow, and a
-copied flow (a replay, a flow loaded from a file) starts with none, so it has to pass every
-step again.
+copied flow (a duplicate, a flow loaded from a file) starts with none, so it has to pass every
+step again. A replay sends the same flow object again: `steps/replay.py` forgets its state
+first, so it too starts with none.
 
 Only what a saved flow should carry for the people reading it (provider, user, groups, the
 refusal, the cost) is mirrored into `flow.metadata`; nothing there is ever trusted back.
@@ -89,6 +90,11 @@ class FlowStates:
         if found is None:
             found = self._states[flow] = FlowState()
         return found
+
+    def forget(self, flow: http.HTTPFlow) -> None:
+        """Drop the state of `flow`, so that it passes every step again as a new request
+        (mitmproxy replays a flow by sending the same object once more)."""
+        self._states.pop(flow, None)
 
     def get(self, flow: http.HTTPFlow) -> FlowState | None:
         """The state of `flow` if a step has made one (only provider flows and refusals)."""

@@ -284,7 +284,7 @@ def test_no_credential_in_any_table_and_usage_report(gateway: Gateway) -> None:
     assert oct(db.stat().st_mode & 0o777) == "0o600"
     report = run_lmk(gateway.config, "usage", "--by", "provider", "--format", "json")
     assert report.returncode == 0, report.stderr
-    by_provider = {r["key"]: r for r in json.loads(report.stdout)}
+    by_provider = {r["provider"]: r for r in json.loads(report.stdout)}  # headed by --by
     assert by_provider["openai"]["requests"] >= 1
     verify = run_lmk(gateway.config, "audit", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr

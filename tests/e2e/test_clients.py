@@ -91,6 +91,8 @@ def test_sdk_call_succeeds_with_real_key_swapped_in(
     result = run_client(SDK_CALLS[sdk], gateway.client_env("alice"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip(), "the SDK printed no answer"
+    # `lmk env` sets one Google key variable only: google-genai warns when it sees both.
+    assert "Both GOOGLE_API_KEY and GEMINI_API_KEY are set" not in result.stderr
     host, header, real = EXPECTED[sdk]
     hits = [s for s in mock.seen if s.host == host]
     assert hits, f"the mock saw no request for {host}: {[s.host for s in mock.seen]}"

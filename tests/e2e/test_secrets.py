@@ -27,7 +27,7 @@ OpenAI().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user",
 anthropic.Anthropic().messages.create(model="claude-3-5-haiku-latest", max_tokens=8,
                                       messages=[{"role": "user", "content": "hi"}])
 url = ("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent?key="
-       + os.environ["GEMINI_API_KEY"])
+       + os.environ["GOOGLE_API_KEY"])
 subprocess.run(["curl", "-sS", "-d", '{"contents":[{"parts":[{"text":"hi"}]}]}', url], check=True,
                capture_output=True)
 try:

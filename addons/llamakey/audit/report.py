@@ -49,14 +49,24 @@ _REPORT_KEYS: Final[Mapping[str, tuple[str, str]]] = {
 }
 
 
+# A row that should have had a price and has none (see usage_report).
+_UNPRICED: Final = (
+    "r.cost_usd IS NULL AND r.refused_by IS NULL AND r.status BETWEEN 200 AND 299"
+    " AND COALESCE(r.input_tokens, 0) + COALESCE(r.output_tokens, 0)"
+    " + COALESCE(r.cache_read_tokens, 0) + COALESCE(r.cache_write_tokens, 0) > 0"
+)
+
+
 def usage_report(path: Path, *, since: datetime | None, by: str) -> list[dict[str, object]]:
     """Aggregate usage for ``lmk usage``, grouped ``by`` ``user``, ``group``, ``provider``,
     ``model`` or ``day`` (UTC), for requests with ``ts >= since`` (all when None).
 
     Each row has :data:`REPORT_COLUMNS`: ``key`` (None when the column is NULL), ``requests``,
     ``refused`` (rows with ``refused_by``), token sums, ``cost_usd`` (sum of known costs) and
-    ``unpriced``: rows not refused whose cost is NULL (a refused request never reached a
-    provider, so there is nothing to price). By group, a request counts in each of its groups.
+    ``unpriced``: rows that should have had a price and have none, i.e. successful (2xx) calls
+    not refused, with tokens, whose cost is NULL. A refused or failed request, one still in
+    flight, or one that reports no tokens (``GET /v1/models``) has nothing to price, so it is
+    not counted. By group, a request counts in each of its groups.
     Days are sorted by date, everything else by cost then request count, descending. Opens the
     database read-only.
     """
@@ -73,7 +83,7 @@ def usage_report(path: Path, *, since: datetime | None, by: str) -> list[dict[st
                COALESCE(SUM(r.cache_read_tokens), 0) AS cache_read_tokens,
                COALESCE(SUM(r.cache_write_tokens), 0) AS cache_write_tokens,
                COALESCE(SUM(r.cost_usd), 0.0) AS cost_usd,
-               COALESCE(SUM(r.cost_usd IS NULL AND r.refused_by IS NULL), 0) AS unpriced
+               COALESCE(SUM({_UNPRICED}), 0) AS unpriced
         FROM requests AS r {join}
         {"" if since is None else "WHERE r.ts >= ?"}
         GROUP BY 1
@@ -89,37 +99,64 @@ def usage_report(path: Path, *, since: datetime | None, by: str) -> list[dict[st
         conn.close()
 
 
-def _cell(value: object) -> str:
+# How each kind of column is shown: costs to a fixed precision (a sum of floats is never
+# printed as 0.00038877000000000003), counts and tokens as integers.
+COST_DECIMALS: Final = 6
+
+
+def _clean(column: str, value: object) -> object:
+    """A report value as people read it: costs rounded to :data:`COST_DECIMALS` places, every
+    other number an integer (SQLite sums integers to integers; a REAL slipped in is made one)."""
+    if column == "key" or value is None or isinstance(value, str | bool):
+        return value
+    if column.endswith("_usd") and isinstance(value, int | float):
+        return round(float(value), COST_DECIMALS)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _cell(column: str, value: object) -> str:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:.6f}"
+    if column.endswith("_usd") and isinstance(value, float):
+        return f"{value:.{COST_DECIMALS}f}"
     return str(value)
 
 
-def format_report(rows: list[dict[str, object]], fmt: str) -> str:
+def format_report(rows: list[dict[str, object]], fmt: str, *, by: str | None = None) -> str:
     """Render report rows as ``"table"`` (aligned text), ``"csv"`` (with header) or ``"json"``.
 
-    CSV and JSON keep full precision and round-trip; the table shows floats with 6 decimals and
-    a NULL key as ``(none)``.
+    The first column is headed by what the rows were grouped ``by`` (``user``, ``group``, ...)
+    when given, else ``key``. Costs are shown with :data:`COST_DECIMALS` decimals (CSV and table
+    in fixed notation, JSON as numbers rounded so), counts and tokens as integers; the table
+    shows a NULL key as ``(none)``, CSV as an empty cell, JSON as null.
     """
     columns = list(rows[0]) if rows else list(REPORT_COLUMNS)
+    heading = {c: (by if c == "key" and by else c) for c in columns}
+    clean = [{heading[c]: _clean(c, row.get(c)) for c in columns} for row in rows]
+    names = [heading[c] for c in columns]
     if fmt == "json":
-        return json.dumps(rows, indent=2, ensure_ascii=False)
+        return json.dumps(clean, indent=2, ensure_ascii=False)
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([_cell(c, row[heading[c]]) for c in columns] for row in clean)
         return out.getvalue()
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}: use table, csv or json")
     cells = [
-        ["(none)" if c == "key" and row.get(c) is None else _cell(row.get(c)) for c in columns]
-        for row in rows
+        [
+            "(none)" if c == "key" and row[heading[c]] is None else _cell(c, row[heading[c]])
+            for c in columns
+        ]
+        for row in clean
     ]
-    numeric = [bool(rows) and all(isinstance(r.get(c), int | float) for r in rows) for c in columns]
-    widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
+    numeric = [
+        bool(clean) and all(isinstance(r[heading[c]], int | float) for r in clean) for c in columns
+    ]
+    widths = [max([len(n), *(len(line[i]) for line in cells)]) for i, n in enumerate(names)]
 
     def line(values: list[str]) -> str:
         return "  ".join(
@@ -127,7 +164,7 @@ def format_report(rows: list[dict[str, object]], fmt: str) -> str:
             for v, w, num in zip(values, widths, numeric, strict=True)
         ).rstrip()
 
-    lines = [line(columns), line(["-" * w for w in widths]), *(line(c) for c in cells)]
+    lines = [line(names), line(["-" * w for w in widths]), *(line(c) for c in cells)]
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from llamakey import ca
+from llamakey import advice, ca, config
 from llamakey.cli.common import Subparsers, load_settings
 
 
@@ -33,15 +33,38 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"groups: {', '.join(settings.file.groups) or 'none'}"
     )
     print(f"audit: {settings.audit_path if settings.file.audit.enabled else 'off'}")
-    if (settings.certs_dir / ca.CA_KEY_FILE).exists():
-        uncovered = ca.uncovered_hosts(settings.certs_dir, settings.index.host_patterns())
-        state = "ok" if not uncovered else f"does not cover {', '.join(uncovered)}"
-        print(f"CA: {settings.certs_dir} ({state})")
-        if uncovered:
-            print(ca.reissue_hint(settings.certs_dir))
-            return 1
-    else:
-        print(f"CA: not created yet (created in {settings.certs_dir} on first start)")
+    for warning in advice.literal_keys(settings):
+        print(f"warning: {warning}")
+    return _check_ca(settings)
+
+
+def _check_ca(settings: config.Settings) -> int:
+    """Say what state the CA is in; 1 when clients would fail with it."""
+    certs = settings.certs_dir
+    if problems := ca.ca_problems(certs):
+        print(f"CA: {certs} (BROKEN)")
+        for problem in problems:
+            print(f"  {problem}")
+        return 1
+    if not (certs / ca.CA_KEY_FILE).exists():
+        print(f"CA: not created yet (created in {certs} on first start)")
+        return 0
+    try:
+        uncovered = ca.uncovered_hosts(certs, settings.index.host_patterns())
+        constrained = ca.is_name_constrained(certs)
+    except ca.CAError as error:  # changed between the two reads
+        print(f"CA: {certs} (BROKEN)\n  {error}")
+        return 1
+    state = "ok" if not uncovered else f"does not cover {', '.join(uncovered)}"
+    print(f"CA: {certs} ({state})")
+    if not constrained:
+        print(
+            "warning: the CA has no name constraints: whoever steals its key can impersonate "
+            f"any site to clients that trust it. {ca.reissue_hint(certs)}"
+        )
+    if uncovered:
+        print(ca.reissue_hint(certs))
+        return 1
     return 0
 
 

@@ -19,12 +19,21 @@ ENV_FILE = "llamakey_local.env"
 _PRIVATE_MODE = 0o600
 
 
+def one_line(text: str) -> str:
+    """A message of several lines (a configuration error lists each bad setting on its own) as
+    one: ``first: second; third``."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    return f"{lines[0].rstrip(':')}: {'; '.join(lines[1:])}"
+
+
 def load_settings(path: Path) -> config.Settings:
-    """The resolved configuration, or exit with its error (``lmk: …``, status 1)."""
+    """The resolved configuration, or exit with its error (one line ``lmk: …``, status 1)."""
     try:
         return config.load(path)
     except config.ConfigError as error:
-        raise SystemExit(f"lmk: {error}") from None
+        raise SystemExit(f"lmk: {one_line(str(error))}") from None
 
 
 def usage_error(message: str) -> NoReturn:

@@ -184,7 +184,10 @@ BUILTIN_PROVIDERS: dict[str, Provider] = {
             default_carrier=Carrier.GOOG_API_KEY,
             carriers=frozenset({Carrier.GOOG_API_KEY, Carrier.QUERY_KEY, Carrier.BEARER}),
             error_shape=ErrorShape.GOOGLE,
-            key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+            # google-genai reads GOOGLE_API_KEY first and warns on every client when
+            # GEMINI_API_KEY is set as well ("Both GOOGLE_API_KEY and GEMINI_API_KEY are set"):
+            # set only the one it prefers.
+            key_env=("GOOGLE_API_KEY",),
             usage_family=UsageFamily.GEMINI,
             pricing=Pricing("google"),
         ),

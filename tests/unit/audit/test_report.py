@@ -30,7 +30,7 @@ def at(day: int, hour: int) -> datetime:
 USAGE_ROWS: list[tuple[RequestStart, RequestEnd | None]] = [
     (
         row("a1", user="alice", groups=("eng", "ml"), ts=at(1, 10)),
-        done(input_tokens=100, output_tokens=10, cache_read_tokens=5, cost_usd=0.25),
+        done(status=200, input_tokens=100, output_tokens=10, cache_read_tokens=5, cost_usd=0.25),
     ),
     (
         row(
@@ -41,19 +41,28 @@ USAGE_ROWS: list[tuple[RequestStart, RequestEnd | None]] = [
             model="claude-sonnet-4",
             ts=at(2, 10),
         ),
-        done(input_tokens=200, output_tokens=20, cache_write_tokens=7, cost_usd=0.5),
+        done(status=200, input_tokens=200, output_tokens=20, cache_write_tokens=7, cost_usd=0.5),
     ),
     (
         row("b1", user="bob", ts=at(2, 11)),
-        done(input_tokens=50, output_tokens=5),  # no price known
+        done(status=200, input_tokens=50, output_tokens=5),  # no price known: unpriced
     ),
+    (  # no tokens, nothing to price: not unpriced
+        row("b3", user="bob", method="GET", path="/v1/models", model=None, ts=at(2, 12)),
+        done(status=200),
+    ),
+    (  # failed: nothing to price
+        row("b4", user="bob", ts=at(3, 10)),
+        done(status=502, error="upstream went away"),
+    ),
+    (row("b5", user="bob", ts=at(3, 11)), None),  # still in flight
     (
         row("b2", user="bob", ts=at(3, 9), refused_by="budget"),
         done(status=403),
     ),
     (
         row("c1", user="carol", groups=None, model="gpt-4o-mini", ts=at(3, 12)),
-        done(input_tokens=10, output_tokens=1, cost_usd=0.125),
+        done(status=200, input_tokens=10, output_tokens=1, cost_usd=0.125),
     ),
 ]
 
@@ -82,13 +91,13 @@ def report_row(key: object, *values: object) -> dict[str, object]:
             [
                 report_row("alice", 2, 0, 300, 30, 5, 7, 0.75, 0),
                 report_row("carol", 1, 0, 10, 1, 0, 0, 0.125, 0),
-                report_row("bob", 2, 1, 50, 5, 0, 0, 0.0, 1),
+                report_row("bob", 5, 1, 50, 5, 0, 0, 0.0, 1),
             ],
         ),
         (
             "group",
             [
-                report_row("eng", 4, 1, 350, 35, 5, 7, 0.75, 1),
+                report_row("eng", 7, 1, 350, 35, 5, 7, 0.75, 1),
                 report_row("ml", 2, 0, 300, 30, 5, 7, 0.75, 0),
                 report_row(None, 1, 0, 10, 1, 0, 0, 0.125, 0),
             ],
@@ -97,23 +106,24 @@ def report_row(key: object, *values: object) -> dict[str, object]:
             "provider",
             [
                 report_row("anthropic", 1, 0, 200, 20, 0, 7, 0.5, 0),
-                report_row("openai", 4, 1, 160, 16, 5, 0, 0.375, 1),
+                report_row("openai", 7, 1, 160, 16, 5, 0, 0.375, 1),
             ],
         ),
         (
             "model",
             [
                 report_row("claude-sonnet-4", 1, 0, 200, 20, 0, 7, 0.5, 0),
-                report_row("gpt-4o", 3, 1, 150, 15, 5, 0, 0.25, 1),
+                report_row("gpt-4o", 5, 1, 150, 15, 5, 0, 0.25, 1),
                 report_row("gpt-4o-mini", 1, 0, 10, 1, 0, 0, 0.125, 0),
+                report_row(None, 1, 0, 0, 0, 0, 0, 0.0, 0),
             ],
         ),
         (
             "day",
             [
                 report_row("2025-01-01", 1, 0, 100, 10, 5, 0, 0.25, 0),
-                report_row("2025-01-02", 2, 0, 250, 25, 0, 7, 0.5, 1),
-                report_row("2025-01-03", 2, 1, 10, 1, 0, 0, 0.125, 0),
+                report_row("2025-01-02", 3, 0, 250, 25, 0, 7, 0.5, 1),
+                report_row("2025-01-03", 4, 1, 10, 1, 0, 0, 0.125, 0),
             ],
         ),
     ],
@@ -127,7 +137,7 @@ def test_usage_report_since_and_bad_key(usage_db: Path) -> None:
     assert usage_report(usage_db, since=since, by="user") == [
         report_row("alice", 1, 0, 200, 20, 0, 7, 0.5, 0),
         report_row("carol", 1, 0, 10, 1, 0, 0, 0.125, 0),
-        report_row("bob", 2, 1, 50, 5, 0, 0, 0.0, 1),
+        report_row("bob", 5, 1, 50, 5, 0, 0, 0.0, 1),
     ]
     assert usage_report(usage_db, since=datetime(2030, 1, 1, tzinfo=UTC), by="day") == []
     with pytest.raises(ValueError, match="cannot group by"):
@@ -138,7 +148,7 @@ def test_usage_report_reads_while_the_writer_runs(writer: AuditWriter, db_path: 
     write_sealed(writer, "r1")
     writer.begin(row("r2")).result(5)
     assert usage_report(db_path, since=None, by="user") == [
-        report_row("alice", 2, 0, 10, 2, 0, 0, 0.01, 1)
+        report_row("alice", 2, 0, 10, 2, 0, 0, 0.01, 0)  # one in flight: not unpriced
     ]
 
 
@@ -148,8 +158,9 @@ def test_format_report_round_trips(usage_db: Path) -> None:
     assert json.loads(format_report(rows, "json")) == rows
 
     parsed = list(csv.DictReader(io.StringIO(format_report(rows, "csv"))))
-    assert parsed == [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows]
     assert [float(p["cost_usd"]) for p in parsed] == [r["cost_usd"] for r in rows]
+    assert [p["key"] for p in parsed] == ["" if r["key"] is None else r["key"] for r in rows]
+    assert [int(p["input_tokens"]) for p in parsed] == [r["input_tokens"] for r in rows]
 
     table = format_report(rows, "table").splitlines()
     assert len(table) == 2 + len(rows)
@@ -161,6 +172,67 @@ def test_format_report_round_trips(usage_db: Path) -> None:
     assert format_report([], "csv") == ",".join(REPORT_COLUMNS) + "\n"
     with pytest.raises(ValueError, match="unknown format"):
         format_report(rows, "xml")
+
+
+@pytest.mark.parametrize("by", ["user", "group", "provider", "model", "day"])
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_the_first_column_is_headed_by_what_was_grouped_by(
+    usage_db: Path, by: str, fmt: str
+) -> None:
+    rows = usage_report(usage_db, since=None, by=by)
+    text = format_report(rows, fmt, by=by)
+    if fmt == "json":
+        first = next(iter(json.loads(text)[0]))
+    elif fmt == "csv":
+        first = text.split(",", 1)[0]
+    else:
+        first = text.split()[0]
+    assert first == by
+    assert "key" not in text.splitlines()[0 if fmt != "json" else 2]
+    # With no rows at all, the heading still says it.
+    assert format_report([], "csv", by=by).startswith(f"{by},requests,")
+
+
+def test_costs_have_a_fixed_precision_and_tokens_are_integers(db_path: Path) -> None:
+    # Sums of float costs come out as 0.00038877000000000003 and the like.
+    w = AuditWriter(db_path)
+    w.start()
+    for n, cost in enumerate((0.00012959, 0.00012959, 0.00012959)):
+        w.begin(row(f"r{n}")).result(5)
+        w.finish(f"r{n}", done(status=200, input_tokens=7, output_tokens=3, cost_usd=cost))
+    w.close()
+    rows = usage_report(db_path, since=None, by="user")
+    assert rows[0]["cost_usd"] != 0.00038877  # what SQLite's sum gives: not a clean number
+    table = format_report(rows, "table", by="user")
+    assert table.splitlines()[2].split() == [
+        "alice",
+        "3",
+        "0",
+        "21",
+        "9",
+        "0",
+        "0",
+        "0.000389",
+        "0",
+    ]
+    (parsed,) = csv.DictReader(io.StringIO(format_report(rows, "csv", by="user")))
+    assert parsed["cost_usd"] == "0.000389"
+    assert parsed["input_tokens"] == "21"
+    (data,) = json.loads(format_report(rows, "json", by="user"))
+    assert data["cost_usd"] == 0.000389
+    assert data["input_tokens"] == 21 and isinstance(data["input_tokens"], int)
+    assert "0.0003887700" not in format_report(rows, "json", by="user")
+
+
+def test_tiny_costs_are_written_in_fixed_notation(db_path: Path) -> None:
+    w = AuditWriter(db_path)
+    w.start()
+    w.begin(row("r1")).result(5)
+    w.finish("r1", done(status=200, input_tokens=1, output_tokens=1, cost_usd=0.00001))
+    w.close()
+    rows = usage_report(db_path, since=None, by="user")
+    assert "e-05" not in format_report(rows, "csv") + format_report(rows, "table")
+    assert "0.000010" in format_report(rows, "csv")
 
 
 def test_parse_since() -> None:

@@ -25,7 +25,6 @@ CLIENT_VARS = (
     "ANTHROPIC_API_KEY",
     "CO_API_KEY",
     "HF_TOKEN",
-    "GEMINI_API_KEY",
     "GOOGLE_API_KEY",
     "MISTRAL_API_KEY",
     "GROQ_API_KEY",

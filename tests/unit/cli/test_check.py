@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from llamakey import ca
 from llamakey.providers import BUILTIN_PROVIDERS
 from tests.unit.cli.helpers import lmk, lmk_fails, new_key
 
@@ -61,3 +62,116 @@ def test_check_never_prints_a_master_key_pasted_as_provider_key(
     out = capsys.readouterr().out
     assert "master key" in out
     assert key not in out
+
+
+# A key written into the file
+
+
+def test_check_warns_of_a_literal_key_naming_its_toml_path_never_its_value(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    literal = "sk-proj-LITERALinTHEfile0123456789abcdef"
+    text = cfg.read_text(encoding="utf-8")
+    old = 'keys = ["${ANTHROPIC_API_KEY}"]'
+    assert old in text
+    text = text.replace(old, f'keys = ["${{ANTHROPIC_API_KEY}}", "{literal}"]')
+    cfg.write_text(text, encoding="utf-8")
+    assert lmk(cfg, "check") == 0  # a warning: the file is valid, and the key works
+    captured = capsys.readouterr()
+    (warning,) = [line for line in captured.out.splitlines() if line.startswith("warning:")]
+    assert f"providers.anthropic.keys[1] in {cfg.resolve()} is a literal key" in warning
+    assert 'keys = ["${ANTHROPIC_API_KEY}"]' in warning
+    assert literal not in captured.out + captured.err
+    assert literal[-6:] not in captured.out + captured.err
+
+
+def test_check_says_nothing_of_references(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert lmk(cfg, "check") == 0
+    assert "warning" not in capsys.readouterr().out
+
+
+# The CA
+
+
+def ca_made(cfg: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    assert lmk(cfg, "ca", "init") == 0
+    capsys.readouterr()
+    return cfg.parent / "certs"
+
+
+def check_ca(cfg: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    status = lmk(cfg, "check")
+    out = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("CA: "))
+    return status, out[start:]
+
+
+def test_check_reports_a_missing_ca_key_that_clients_were_given(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    certs = ca_made(cfg, capsys)
+    (certs / ca.CA_KEY_FILE).unlink()
+    status, lines = check_ca(cfg, capsys)
+    assert status == 1
+    assert lines[0] == f"CA: {certs} (BROKEN)"
+    assert f"{certs / ca.CA_KEY_FILE} (the CA's private key) is missing" in lines[1]
+    assert "lmk ca init --force" in lines[1] and "Restore the file" in lines[1]
+
+
+def test_check_reports_a_key_that_does_not_belong_to_the_certificate(
+    cfg: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    certs = ca_made(cfg, capsys)
+    other = tmp_path / "other"
+    ca.init_ca(other, ["api.openai.com"])
+    key_file = (certs / ca.CA_KEY_FILE).read_bytes()
+    cert_pem = key_file[key_file.index(b"-----BEGIN CERTIFICATE-----") :]
+    other_key = (other / ca.CA_KEY_FILE).read_bytes()
+    other_key = other_key[: other_key.index(b"-----BEGIN CERTIFICATE-----")]
+    (certs / ca.CA_KEY_FILE).write_bytes(other_key + cert_pem)
+    status, lines = check_ca(cfg, capsys)
+    assert status == 1
+    assert "the private key does not belong to the certificate" in lines[1]
+
+
+def test_check_reports_a_client_certificate_that_is_another_ca(
+    cfg: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    certs = ca_made(cfg, capsys)
+    other = tmp_path / "other"
+    ca.init_ca(other, ["api.openai.com"])
+    (certs / ca.CA_CERT_FILE).write_bytes((other / ca.CA_CERT_FILE).read_bytes())
+    status, lines = check_ca(cfg, capsys)
+    assert status == 1
+    assert f"{certs / ca.CA_CERT_FILE} is not the CA in {certs / ca.CA_KEY_FILE}" in lines[1]
+    assert lmk(cfg, "ca", "init") == 0  # the fix it names
+    capsys.readouterr()
+    assert check_ca(cfg, capsys) == (0, [f"CA: {certs} (ok)"])
+
+
+@pytest.mark.parametrize("broken", ["missing", "without our CA"])
+def test_check_reports_a_client_bundle_without_the_ca(
+    cfg: Path, capsys: pytest.CaptureFixture[str], broken: str
+) -> None:
+    certs = ca_made(cfg, capsys)
+    bundle = certs / ca.BUNDLE_FILE
+    if broken == "missing":
+        bundle.unlink()
+    else:
+        text = bundle.read_bytes()
+        bundle.write_bytes(text[: text.index(b"# LlaMaKey CA")])
+    status, lines = check_ca(cfg, capsys)
+    assert status == 1
+    expected = "is missing" if broken == "missing" else "does not hold the CA"
+    assert f"{bundle} {expected}" in lines[1]
+    assert "`lmk ca init`" in lines[1]
+
+
+def test_check_reports_a_ca_key_others_can_read(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    certs = ca_made(cfg, capsys)
+    (certs / ca.CA_KEY_FILE).chmod(0o644)
+    status, lines = check_ca(cfg, capsys)
+    assert status == 1
+    assert f"chmod 600 {certs / ca.CA_KEY_FILE}" in lines[1]

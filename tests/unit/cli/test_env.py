@@ -95,6 +95,23 @@ def test_env_prints_and_writes_the_client_environment(
     assert shown == f"http://127.0.0.1:8080|hf_{key}"
 
 
+def test_env_sets_one_google_key_variable_the_one_google_genai_reads(
+    cfg: Path,
+    ca_ready: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # google-genai prefers GOOGLE_API_KEY, and logs "Both GOOGLE_API_KEY and GEMINI_API_KEY are
+    # set" on every client made while both are.
+    key = new_key(cfg, capsys, "alice")
+    use_key(monkeypatch, key)
+    assert lmk(cfg, "env", "alice", "--output", str(tmp_path / "alice.env")) == 0
+    env = exports(capsys.readouterr().out)
+    assert env["GOOGLE_API_KEY"] == key
+    assert "GEMINI_API_KEY" not in env
+
+
 def test_env_with_proxy_auth_puts_credentials_in_the_proxy_url(
     cfg: Path,
     ca_ready: Path,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llamakey import cli, config
-from llamakey.cli import build_parser, main
+from llamakey.cli import build_parser, main, serve
 from tests.unit.cli.helpers import lmk
 from tests.unit.config.helpers import SHIPPED
 
@@ -96,6 +96,8 @@ def test_the_client_environment_is_still_reachable_from_cli() -> None:
         (["serve", "--set", "a=1", "--set", "b=2"], ["a=1", "b=2"], False),
         (["web", "-w", "flows.mitm", "--set", "a=1"], ["a=1", "save_stream_file=flows.mitm"], True),
         (["serve", "--save", "out"], ["save_stream_file=out"], False),
+        (["serve", "--quiet"], ["lmk_quiet=true"], False),
+        (["web", "-q", "--set", "a=1"], ["a=1", "lmk_quiet=true"], True),
     ],
 )
 def test_serve_and_web_pass_options_to_the_server(
@@ -114,14 +116,16 @@ def test_serve_and_web_pass_options_to_the_server(
         return 7
 
     monkeypatch.setattr(server, "run", run)
+    monkeypatch.setattr(serve, "_check_ports", lambda *args, **kwargs: None)  # 8080 may be busy
     assert lmk(cfg, *argv) == 7
     assert calls == [(cfg, sets, web)]
 
 
-def test_serve_on_a_missing_config_exits_2_naming_it(
+def test_serve_on_a_missing_config_exits_1_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # A failure, as `lmk check` on the same file: status 2 is for mistakes on the command line.
     missing = tmp_path / "missing.toml"
-    assert lmk(missing, "serve") == 2
+    assert lmk(missing, "serve") == 1
     err = capsys.readouterr().err
     assert err.startswith(f"lmk: {missing}: no such file")

@@ -16,7 +16,39 @@ def test_usage_without_an_audit_database_names_its_path(cfg: Path) -> None:
     audit_path = config.load(cfg).audit_path
     assert not audit_path.exists()
     message = lmk_fails(cfg, "usage")
-    assert message == f"lmk: no audit database at {audit_path} yet"
+    assert message == (
+        f"lmk: no audit database at {audit_path} yet: the proxy creates it on its first start "
+        f"(`lmk serve`), or set audit.path in {cfg.resolve()} to where it is"
+    )
+
+
+def test_usage_with_auditing_off_says_so(cfg: Path) -> None:
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.replace("enabled = true", "enabled = false", 1), encoding="utf-8")
+    message = lmk_fails(cfg, "usage")
+    assert "auditing is off (audit.enabled = false in" in message
+
+
+def test_usage_of_a_file_that_is_no_database_is_one_line(cfg: Path) -> None:
+    audit_path = config.load(cfg).audit_path
+    audit_path.write_text("not a database\n" * 100, encoding="utf-8")
+    message = lmk_fails(cfg, "usage")
+    assert message.startswith(f"lmk: cannot read the audit database {audit_path}: ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("since", ["yesterday", "7", "-3d", "last week"])
+def test_usage_since_in_an_unknown_format_names_the_accepted_ones(
+    cfg: Path, since: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:  # said before any database is looked for
+        lmk(cfg, "usage", f"--since={since}")
+    assert caught.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"lmk: --since {since!r} is not a time: use 7d, 24h, 30m or an ISO date or time "
+        "(2025-01-31, 2025-01-31T12:00Z)"
+    )
 
 
 def test_usage_passes_since_by_and_format(
@@ -37,8 +69,8 @@ def test_usage_passes_since_by_and_format(
         calls.append(("usage_report", (path, since, by)))
         return {"report": 1}
 
-    def format_report(report: Mapping[str, object], fmt: str) -> str:
-        calls.append(("format_report", (report, fmt)))
+    def format_report(report: Mapping[str, object], fmt: str, *, by: str) -> str:
+        calls.append(("format_report", (report, fmt, by)))
         return "THE REPORT"
 
     monkeypatch.setattr(audit, "parse_since", parse_since)
@@ -49,12 +81,12 @@ def test_usage_passes_since_by_and_format(
     assert calls == [
         ("parse_since", "7d"),
         ("usage_report", (audit_path, since, "model")),
-        ("format_report", ({"report": 1}, "json")),
+        ("format_report", ({"report": 1}, "json", "model")),
     ]
     calls.clear()
     assert lmk(cfg, "usage") == 0  # defaults: everything, by user, as a table
     assert calls[0] == ("usage_report", (audit_path, None, "user"))
-    assert calls[1] == ("format_report", ({"report": 1}, "table"))
+    assert calls[1] == ("format_report", ({"report": 1}, "table", "user"))
 
 
 @pytest.mark.parametrize(

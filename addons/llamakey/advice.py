@@ -1,0 +1,38 @@
+"""Warnings about a configuration that is valid but unsafe, said the same way by `lmk check`
+and by the proxy when it loads the file. A warning names the TOML path, never the value."""
+
+from __future__ import annotations
+
+import re
+
+from llamakey.config import Settings
+from llamakey.providers import BUILTIN_PROVIDERS
+
+# A reference to the environment, as `llamakey.config.load` expands them.
+_ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def _variable_for(provider: str) -> str:
+    builtin = BUILTIN_PROVIDERS.get(provider)
+    if builtin is not None and builtin.key_env:
+        return builtin.key_env[0]
+    return re.sub(r"[^A-Z0-9_]", "_", provider.upper()) + "_API_KEY"
+
+
+def literal_keys(settings: Settings) -> list[str]:
+    """One warning per provider key written into the file itself instead of a ``${VAR}``
+    reference: whoever reads the file (its backups, its history in version control) has it."""
+    where = settings.path or "the configuration"
+    warnings: list[str] = []
+    for name, table in sorted(settings.file.providers.items()):
+        for position, entry in enumerate(table.keys):
+            if not entry.strip() or _ENV_REF.search(entry):
+                continue
+            variable = _variable_for(name)
+            warnings.append(
+                f"providers.{name}.keys[{position}] in {where} is a literal key, not a "
+                "${VAR} reference: whoever can read the file has the key. Put the key in the "
+                f"proxy's environment instead ({variable}=...) and write "
+                f'keys = ["${{{variable}}}"]'
+            )
+    return warnings
