@@ -17,6 +17,7 @@ from llamakey.steps.configload import ConfigLoader
 from llamakey.steps.identify import IdentifyProvider
 from llamakey.steps.keyswap import KeySwap
 from llamakey.steps.meter import Meter
+from llamakey.steps.onboard import Onboard
 from llamakey.steps.redact import Redact
 from llamakey.steps.settle import Settle
 
@@ -28,6 +29,7 @@ def gateway_addons(state: GatewayState | None = None) -> list[object]:
     return [
         ConfigLoader(state),
         audit_log,
+        Onboard(state),  # answers http://lmk.invalid/ itself, before any step below sees it
         IdentifyProvider(state),
         Authenticate(state),
         Authorize(state),
