@@ -243,8 +243,10 @@ def member_dir(environ: Mapping[str, str]) -> Path:
     """The member's own LlaMaKey directory: ``$XDG_CONFIG_HOME/llamakey``, else
     ``~/.config/llamakey`` (a relative XDG_CONFIG_HOME is ignored, as the spec says)."""
     xdg = environ.get("XDG_CONFIG_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-    return base / "llamakey"
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "llamakey"
+    home = environ.get("HOME", "")
+    return (Path(home) if home else Path.home()) / ".config" / "llamakey"
 
 
 def parse_proxy_url(text: str) -> tuple[str, int]:
