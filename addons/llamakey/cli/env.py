@@ -361,9 +361,10 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(f"lmk: {message}")
 
 
-def _trust_ca(pem: bytes, pinned: str | None, trusted_before: Path) -> str:
-    """The fingerprint of the proxy's CA once it is trusted; exits (status 1) when it is not:
-    it differs from `--fingerprint`, or (without one) from the CA trusted before."""
+def _trust_ca(pem: bytes, pinned: str | None, trusted_before: Path) -> str | None:
+    """Check the proxy's CA; exit (status 1) when it is not to be trusted: it differs from
+    `--fingerprint`, or (without one) from the CA trusted before in `trusted_before`. Returns
+    the fingerprint when this is a first use without one to check it against, else None."""
     try:
         fingerprint = ca.fingerprint(ca.load_ca_certificate(pem))
     except ca.CAError as error:
@@ -374,28 +375,30 @@ def _trust_ca(pem: bytes, pinned: str | None, trusted_before: Path) -> str:
                 f"the proxy's CA has the fingerprint {fingerprint}, not the {pinned} you gave: "
                 "nothing written; do not use this proxy, ask your admin (`lmk ca fingerprint`)"
             )
-        return fingerprint
+        return None
     try:
-        before = ca.fingerprint(ca.load_ca_certificate(trusted_before.read_bytes()))
+        before: str | None = ca.fingerprint(ca.load_ca_certificate(trusted_before.read_bytes()))
     except FileNotFoundError:
-        before = None
+        return fingerprint
     except (OSError, ca.CAError):
         before = "unreadable"
-    if before is None:
-        print(
-            "lmk: WARNING: trusting the proxy's CA on first use: no --fingerprint to check it.\n"
-            f"lmk: WARNING: its SHA-256 fingerprint is {fingerprint}\n"
-            "lmk: WARNING: compare it with the one your admin gives you (`lmk ca fingerprint`);"
-            " if they differ, delete the files below and do not use this proxy.",
-            file=sys.stderr,
-        )
-    elif before != fingerprint:
+    if before != fingerprint:
         _fail(
             f"the proxy's CA (fingerprint {fingerprint}) is not the one trusted before in "
             f"{trusted_before} ({before}): nothing written; if your admin has issued a new CA, "
             "run again with --fingerprint and the fingerprint they give you"
         )
-    return fingerprint
+    return None
+
+
+def _warn_first_use(fingerprint: str, directory: Path) -> None:
+    print(
+        "lmk: WARNING: the proxy's CA is trusted on first use: no --fingerprint to check it.\n"
+        f"lmk: WARNING: its SHA-256 fingerprint is {fingerprint}\n"
+        "lmk: WARNING: compare it with the one your admin gives you (`lmk ca fingerprint`); "
+        f"if they differ, delete {directory} and do not use this proxy.",
+        file=sys.stderr,
+    )
 
 
 def _cmd_env_from_proxy(args: argparse.Namespace) -> int:
@@ -422,7 +425,7 @@ def _cmd_env_from_proxy(args: argparse.Namespace) -> int:
                 f"the proxy at {address} answered {status} for {ONBOARD_URL}/ca.pem "
                 f"({_said(pem)}): is it a LlaMaKey proxy?"
             )
-        _trust_ca(pem, pinned, ca_file)
+        first_use = _trust_ca(pem, pinned, ca_file)
         query = urlencode({"dir": str(directory), "proxy": address})
         status, user, answer = fetch(proxy, f"/env?{query}", {"authorization": f"Bearer {key}"})
     except OnboardingError as error:
@@ -441,6 +444,8 @@ def _cmd_env_from_proxy(args: argparse.Namespace) -> int:
     except (UnicodeDecodeError, ValueError) as error:
         _fail(f"the proxy's environment is not what lmk expects ({error}): nothing written")
     lines = export_lines({n: v.replace(KEY_PLACEHOLDER, key) for n, v in env.items()})
+    if first_use is not None:
+        _warn_first_use(first_use, directory)
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         ours = pem.decode("ascii")
