@@ -32,6 +32,8 @@ from pathlib import Path, PurePath
 from typing import NoReturn, TextIO
 from urllib.parse import quote, urlencode, urlsplit
 
+from cryptography.hazmat.primitives import serialization
+
 from llamakey import ca, config, credentials
 from llamakey.cli.common import (
     ENV_FILE,
@@ -361,25 +363,27 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(f"lmk: {message}")
 
 
-def _trust_ca(pem: bytes, pinned: str | None, trusted_before: Path) -> str | None:
-    """Check the proxy's CA; exit (status 1) when it is not to be trusted: it differs from
-    `--fingerprint`, or (without one) from the CA trusted before in `trusted_before`. Returns
-    the fingerprint when this is a first use without one to check it against, else None."""
+def _trust_ca(pem: bytes, pinned: str | None, trusted_before: Path) -> tuple[bytes, str | None]:
+    """Check the proxy's CA; exit (status 1) when it is not to be trusted: it is no single CA
+    certificate, it differs from `--fingerprint`, or (without one) from the CA trusted before
+    in `trusted_before`. Returns the certificate's PEM (as we write it: nothing around it), and
+    its fingerprint when this is a first use without one to check it against."""
     try:
-        fingerprint = ca.fingerprint(ca.load_ca_certificate(pem))
+        cert = ca.load_ca_certificate(pem)
     except ca.CAError as error:
         _fail(f"the proxy's /ca.pem is no CA certificate ({error}): nothing written")
+    ours, fingerprint = cert.public_bytes(serialization.Encoding.PEM), ca.fingerprint(cert)
     if pinned is not None:
         if fingerprint != pinned:
             _fail(
                 f"the proxy's CA has the fingerprint {fingerprint}, not the {pinned} you gave: "
                 "nothing written; do not use this proxy, ask your admin (`lmk ca fingerprint`)"
             )
-        return None
+        return ours, None
     try:
-        before: str | None = ca.fingerprint(ca.load_ca_certificate(trusted_before.read_bytes()))
+        before = ca.fingerprint(ca.load_ca_certificate(trusted_before.read_bytes()))
     except FileNotFoundError:
-        return fingerprint
+        return ours, fingerprint
     except (OSError, ca.CAError):
         before = "unreadable"
     if before != fingerprint:
@@ -388,7 +392,7 @@ def _trust_ca(pem: bytes, pinned: str | None, trusted_before: Path) -> str | Non
             f"{trusted_before} ({before}): nothing written; if your admin has issued a new CA, "
             "run again with --fingerprint and the fingerprint they give you"
         )
-    return None
+    return ours, None
 
 
 def _warn_first_use(fingerprint: str, directory: Path) -> None:
@@ -425,7 +429,7 @@ def _cmd_env_from_proxy(args: argparse.Namespace) -> int:
                 f"the proxy at {address} answered {status} for {ONBOARD_URL}/ca.pem "
                 f"({_said(pem)}): is it a LlaMaKey proxy?"
             )
-        first_use = _trust_ca(pem, pinned, ca_file)
+        pem, first_use = _trust_ca(pem, pinned, ca_file)
         query = urlencode({"dir": str(directory), "proxy": address})
         status, user, answer = fetch(proxy, f"/env?{query}", {"authorization": f"Bearer {key}"})
     except OnboardingError as error:
@@ -434,7 +438,7 @@ def _cmd_env_from_proxy(args: argparse.Namespace) -> int:
         _fail(f"the proxy refused the master key ({status}: {_said(answer)}): nothing written")
     if status != 200:
         _fail(f"the proxy answered {status} for /env ({_said(answer)}): nothing written")
-    if status == 200 and not user:
+    if not user:
         _fail(f"the proxy's answer for /env names no user: is {address} a LlaMaKey proxy?")
     if args.name is not None and user != args.name:
         _fail(f"that is the master key of {user!r}, not of {args.name!r}: nothing written")
@@ -444,18 +448,19 @@ def _cmd_env_from_proxy(args: argparse.Namespace) -> int:
     except (UnicodeDecodeError, ValueError) as error:
         _fail(f"the proxy's environment is not what lmk expects ({error}): nothing written")
     lines = export_lines({n: v.replace(KEY_PLACEHOLDER, key) for n, v in env.items()})
+    try:
+        # The roots as `lmk ca init` finds them; comments in some are not ASCII.
+        bundle = ca.client_bundle(pem, bundle_file).decode("utf-8", "replace")
+    except ca.CAError as error:
+        _fail(f"{error}: nothing written")
     if first_use is not None:
         _warn_first_use(first_use, directory)
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ours = pem.decode("ascii")
-        write_atomically(ca_file, ours, 0o600)
-        roots = ca.client_bundle(pem, bundle_file).decode("utf-8", "replace")
-        write_atomically(bundle_file, roots, 0o600)
-    except ca.CAError as error:
-        _fail(f"{error}: the env file was not written")
-    except (OSError, UnicodeDecodeError) as error:
-        _fail(f"cannot write the CA files in {directory}: {getattr(error, 'strerror', error)}")
+        write_atomically(ca_file, pem.decode("ascii"), 0o600)
+        write_atomically(bundle_file, bundle, 0o600)
+    except OSError as error:
+        _fail(f"cannot write the CA files in {directory}: {error.strerror or error}")
     _write_env_file(out, lines)
     _print_exports(lines)
     print(

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
+import trustme
 
 from llamakey import ca
 from llamakey.cli import env as env_command
@@ -237,3 +238,46 @@ def test_an_unreachable_proxy_is_one_line_status_1_and_nothing_written(
     assert message.startswith(f"lmk: cannot ask the proxy at 127.0.0.1:{port}: ")
     assert message.endswith("nothing written") and key not in message
     assert list(member_home.rglob("*")) == []
+
+
+# --------------------------------------------------------------------------------------------
+# The CA the proxy hands out: one CA certificate, written as we write it
+
+
+@pytest.fixture(scope="module")
+def proxy_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("proxy-ca")
+    ca.init_ca(directory, ["api.openai.com"])
+    return directory
+
+
+def test_the_ca_is_kept_without_anything_around_it(proxy_ca: Path, tmp_path: Path) -> None:
+    pem = (proxy_ca / ca.CA_CERT_FILE).read_bytes()
+    served = b"# a comment\n" + pem + b"\ntrailing text\n"
+    ours, first_use = env_command._trust_ca(served, None, tmp_path / "none-yet.pem")
+    assert ours == pem
+    assert first_use == ca.fingerprint(ca.load_ca_certificate(pem))
+    pinned = ca.normal_fingerprint(first_use)
+    assert env_command._trust_ca(served, pinned, tmp_path / "none-yet.pem") == (pem, None)
+
+
+def served_instead(proxy_ca: Path, what: str) -> bytes:
+    pem = (proxy_ca / ca.CA_CERT_FILE).read_bytes()
+    if what == "two":
+        return pem + pem
+    if what == "key":
+        return (proxy_ca / ca.CA_KEY_FILE).read_bytes()
+    if what == "leaf":  # a certificate that is no CA's
+        return trustme.CA().issue_cert("api.openai.com").cert_chain_pems[0].bytes()
+    return b"<html>not here</html>"
+
+
+@pytest.mark.parametrize("what", ["two", "key", "leaf", "junk"])
+def test_anything_but_one_ca_certificate_is_refused(
+    proxy_ca: Path, tmp_path: Path, what: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        env_command._trust_ca(served_instead(proxy_ca, what), None, tmp_path / "none-yet.pem")
+    message = str(caught.value.code)
+    assert message.startswith("lmk: the proxy's /ca.pem is no CA certificate")
+    assert "PRIVATE" not in message and "\n" not in message
