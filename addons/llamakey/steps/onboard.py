@@ -135,11 +135,12 @@ class Onboard:
         elif path == "/env":
             self._environment(flow, settings, key, parse_qs(query))
         else:
-            _answer(flow, 404, f"LlaMaKey: nothing at {path}; see {ONBOARD_URL}/\n")
+            _answer(flow, 404, f"LlaMaKey: nothing here; see {ONBOARD_URL}/\n")
 
     def _take_key(self, flow: http.HTTPFlow) -> str | None:
-        """The master key presented (Bearer, else proxy credentials), each replaced by its
-        marker so that no view, saved flow or log ever shows it."""
+        """The master key presented (Bearer, else proxy credentials). The Bearer token is
+        replaced by its marker and the proxy credentials are removed, so that no view, saved
+        flow or log ever shows either."""
         headers = flow.request.headers
         found: str | None = None
         scheme, _, token = headers.get("authorization", "").partition(" ")
