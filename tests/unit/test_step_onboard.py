@@ -142,13 +142,19 @@ async def test_the_index_says_what_is_there(state: GatewayState) -> None:
 
 @pytest.mark.parametrize(
     ("target", "method", "status"),
-    [("/nothing", "GET", 404), ("/ca.pem", "POST", 405), ("/env", "DELETE", 405)],
+    [
+        ("/nothing", "GET", 404),
+        (f"/{STRANGER_KEY}", "GET", 404),
+        ("/ca.pem", "POST", 405),
+        ("/env", "DELETE", 405),
+    ],
 )
 async def test_anything_else_is_answered_too(
     state: GatewayState, target: str, method: str, status: int
 ) -> None:
     f = await ask(Onboard(state), onboarding_flow(target, method=method))
     assert f.response is not None and f.response.status_code == status
+    assert target not in text(f)  # nothing of the request is echoed
 
 
 # --------------------------------------------------------------------------------------------
