@@ -209,6 +209,7 @@ def test_a_wrong_fingerprint_writes_nothing(gateway: Gateway, member: Member) ->
     result = member.lmk(
         "env", "--proxy", proxy_url(gateway), "--fingerprint", wrong, key=gateway.keys["alice"]
     )
+    print(f"$ lmk env --proxy {proxy_url(gateway)} --fingerprint {wrong}\n{result.stderr}")
     assert result.returncode == 1
     line = one_line(result)
     assert f"not the {wrong} you gave" in line and fingerprint_of(gateway) in line
@@ -223,6 +224,7 @@ def test_a_wrong_key_is_a_401_in_one_line_audited_and_logged_without_the_key(
     result = member.lmk(
         "env", "--proxy", proxy_url(gateway), "--fingerprint", fingerprint_of(gateway), key=wrong
     )
+    print(f"$ LMK_MASTER_KEY=lmk_WWW… lmk env --proxy {proxy_url(gateway)} …\n{result.stderr}")
     assert result.returncode == 1
     line = one_line(result)
     assert "refused the master key (401" in line and wrong not in line
