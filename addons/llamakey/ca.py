@@ -49,11 +49,16 @@ __all__ = [
     "CA_KEY_FILE",
     "CA_KEY_P12_FILE",
     "CAError",
+    "ca_certificate_pem",
     "ca_fingerprint",
     "ca_private_key_mode_ok",
     "ca_problems",
+    "client_bundle",
+    "fingerprint",
     "init_ca",
     "is_name_constrained",
+    "load_ca_certificate",
+    "normal_fingerprint",
     "permitted_names",
     "reissue_hint",
     "uncovered_hosts",
@@ -435,23 +440,81 @@ def _system_roots(exclude: Path) -> bytes:
     raise CAError("no system CA bundle found (install ca-certificates or certifi)")
 
 
-def write_client_bundle(certs_dir: Path) -> Path:
-    """Write certs_dir/client-bundle.pem: the system roots plus our CA certificate.
+def client_bundle(ca_pem: bytes, bundle: Path) -> bytes:
+    """The text of a client bundle: the system roots plus our CA certificate `ca_pem`.
 
     Clients need both because SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, ... replace the
     default roots rather than add to them. System roots come from
     ssl.get_default_verify_paths() (cafile, then openssl_cafile) if present, else
-    /etc/ssl/certs/ca-certificates.crt, else certifi.where(). Returns the bundle's path.
+    /etc/ssl/certs/ca-certificates.crt, else certifi.where(); `bundle` (where this text will
+    go) is never taken as the system roots.
     """
+    roots = _system_roots(exclude=bundle)
+    body = roots if roots.endswith(b"\n") else roots + b"\n"
+    return body + b"\n# LlaMaKey CA (name-constrained to the gateway's provider hosts)\n" + ca_pem
+
+
+def write_client_bundle(certs_dir: Path) -> Path:
+    """Write certs_dir/client-bundle.pem (`client_bundle` of our CA); returns its path."""
     certs_dir = Path(certs_dir)
     bundle = certs_dir / BUNDLE_FILE
-    cert = _load_ca_cert(certs_dir)
-    roots = _system_roots(exclude=bundle)
-    ours = cert.public_bytes(serialization.Encoding.PEM)
-    body = roots if roots.endswith(b"\n") else roots + b"\n"
-    body += b"\n# LlaMaKey CA (name-constrained to the gateway's provider hosts)\n" + ours
-    _write_atomic(bundle, body, _PUBLIC_MODE)
+    ours = _load_ca_cert(certs_dir).public_bytes(serialization.Encoding.PEM)
+    _write_atomic(bundle, client_bundle(ours, bundle), _PUBLIC_MODE)
     return bundle
+
+
+# --------------------------------------------------------------------------------------------
+# Handing the CA out: its certificate and fingerprint
+# --------------------------------------------------------------------------------------------
+
+
+def ca_certificate_pem(certs_dir: Path) -> bytes:
+    """The PEM of the CA certificate the proxy signs with (the one in mitmproxy-ca.pem)."""
+    return _load_ca_cert(Path(certs_dir)).public_bytes(serialization.Encoding.PEM)
+
+
+def load_ca_certificate(pem: bytes) -> x509.Certificate:
+    """The one CA certificate `pem` holds; CAError for anything else (no PEM, several
+    certificates, a private key, a certificate that is not a CA)."""
+    if b"PRIVATE KEY" in pem:
+        raise CAError("a private key where a CA certificate was expected")
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise CAError("not a PEM certificate") from None
+    if len(certificates) != 1:
+        raise CAError(f"{len(certificates)} certificates where one CA certificate was expected")
+    try:
+        is_ca = certificates[0].extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise CAError("the certificate is not a CA certificate")
+    return certificates[0]
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """The SHA-256 fingerprint of `cert` as `openssl x509 -fingerprint -sha256` and browsers
+    show it: upper-case hex pairs joined by colons."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def normal_fingerprint(text: str) -> str | None:
+    """A SHA-256 fingerprint as given by a person, in `fingerprint`'s form; None if it is not one.
+
+    Accepted: colons or spaces between pairs or none, any case, and a leading ``sha256:`` or
+    openssl's ``sha256 Fingerprint=``.
+    """
+    value = text.strip()
+    if "=" in value:
+        label, _, value = value.partition("=")
+        if label.strip().lower() not in ("sha256 fingerprint", "sha256"):
+            return None
+    value = re.sub(r"^sha-?256:", "", value.strip(), flags=re.IGNORECASE)
+    digits = re.sub(r"[:\s]", "", value)
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", digits):
+        return None
+    return bytes.fromhex(digits).hex(":").upper()
 
 
 # --------------------------------------------------------------------------------------------
@@ -512,13 +575,13 @@ def ca_private_key_mode_ok(certs_dir: Path) -> bool:
 
 
 def ca_fingerprint(certs_dir: Path) -> str | None:
-    """SHA-256 (hex) of the CA certificate in mitmproxy-ca.pem, the one mitmproxy signs with;
-    None when there is no readable CA."""
+    """The `fingerprint` of the CA certificate in mitmproxy-ca.pem, the one mitmproxy signs
+    with; None when there is no readable CA."""
     try:
         cert = _load_ca_cert(Path(certs_dir))
     except CAError:
         return None
-    return cert.fingerprint(hashes.SHA256()).hex()
+    return fingerprint(cert)
 
 
 def ca_problems(certs_dir: Path) -> list[str]:

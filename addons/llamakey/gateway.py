@@ -19,6 +19,7 @@ from llamakey.steps.configload import ConfigLoader
 from llamakey.steps.identify import IdentifyProvider
 from llamakey.steps.keyswap import KeySwap
 from llamakey.steps.meter import Meter
+from llamakey.steps.onboard import Onboard
 from llamakey.steps.redact import Redact
 from llamakey.steps.replay import StartOver
 from llamakey.steps.settle import Settle
@@ -32,6 +33,7 @@ def gateway_addons(state: GatewayState | None = None) -> list[object]:
         ConfigLoader(state),
         audit_log,
         StartOver(state),
+        Onboard(state),  # answers http://lmk.invalid/ itself, before any step below sees it
         IdentifyProvider(state),
         Authenticate(state),
         Authorize(state),
