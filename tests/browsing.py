@@ -345,7 +345,9 @@ def opener(cookies: http.cookiejar.CookieJar | None = None) -> urllib.request.Op
     """A client that ignores proxy settings and keeps cookies."""
     return urllib.request.build_opener(
         urllib.request.ProxyHandler({}),
-        urllib.request.HTTPCookieProcessor(cookies or http.cookiejar.CookieJar()),
+        urllib.request.HTTPCookieProcessor(
+            http.cookiejar.CookieJar() if cookies is None else cookies
+        ),
     )
 
 
