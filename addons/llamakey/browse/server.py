@@ -214,39 +214,41 @@ def serve(
     port = port or _free_port(host)
     _check_port(host, port)
     metadata = metadata_for(database.stem)
-    workdir = Path(tempfile.mkdtemp(prefix="lmk-browse-"))  # 0700
-    try:
-        copy = workdir / database.name  # the same name, so Datasette names it as the original
-        taken = format_ts(datetime.now(UTC))
-        snapshot(database, copy)
-        metadata_file = workdir / "metadata.json"
-        metadata_file.write_text(json.dumps(metadata, indent=2), encoding="utf-8")
-        plugins = workdir / "plugins"
-        plugins.mkdir()
-        (plugins / "lmk_browse_gate.py").write_text(_PLUGIN_SHIM, encoding="utf-8")
-        token = secrets.token_urlsafe(32)
-        command = [
-            *(sys.executable, "-m", "datasette", "serve"),
-            *("--immutable", str(copy)),
-            *("--metadata", str(metadata_file)),
-            *("--plugins-dir", str(plugins)),
-            *("--host", host, "--port", str(port)),
-            *("--setting", "sql_time_limit_ms", str(SQL_TIME_LIMIT_MS)),
-        ]
-        # The token goes in the environment: every local user can read a process's arguments.
-        env = {**os.environ, TOKEN_ENV: token, COOKIE_ENV: cookie_name(port)}
-        env.pop("DATASETTE_SECRET", None)  # a fresh signing secret per run
-        with _stopped_by_sigterm():
+    # From here on SIGTERM and Ctrl-C stop Datasette and remove the snapshot, whenever they come.
+    with _stopped_by_sigterm():
+        workdir = Path(tempfile.mkdtemp(prefix="lmk-browse-"))  # 0700
+        process: subprocess.Popen[bytes] | None = None
+        try:
+            copy = workdir / database.name  # the same name: Datasette names it as the original
+            taken = format_ts(datetime.now(UTC))
+            snapshot(database, copy)
+            metadata_file = workdir / "metadata.json"
+            metadata_file.write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+            plugins = workdir / "plugins"
+            plugins.mkdir()
+            (plugins / "lmk_browse_gate.py").write_text(_PLUGIN_SHIM, encoding="utf-8")
+            token = secrets.token_urlsafe(32)
+            command = [
+                *(sys.executable, "-m", "datasette", "serve"),
+                *("--immutable", str(copy)),
+                *("--metadata", str(metadata_file)),
+                *("--plugins-dir", str(plugins)),
+                *("--host", host, "--port", str(port)),
+                *("--setting", "sql_time_limit_ms", str(SQL_TIME_LIMIT_MS)),
+            ]
+            # The token goes in the environment: every local user can read a process's
+            # arguments.
+            env = {**os.environ, TOKEN_ENV: token, COOKIE_ENV: cookie_name(port)}
+            env.pop("DATASETTE_SECRET", None)  # a fresh signing secret per run
             process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
-            try:
-                _wait_ready(process, host, port)
-                path = _tilde_encode(database.stem)
-                url = f"http://{_url_host(host)}:{port}/{path}?{TOKEN_PARAM}={token}"
-                on_ready(Served(url=url, database=database.stem, source=database, taken=taken))
-                return process.wait()
-            except KeyboardInterrupt:
-                return 0
-            finally:
+            _wait_ready(process, host, port)
+            path = _tilde_encode(database.stem)
+            url = f"http://{_url_host(host)}:{port}/{path}?{TOKEN_PARAM}={token}"
+            on_ready(Served(url=url, database=database.stem, source=database, taken=taken))
+            return process.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if process is not None:
                 _stop(process)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
