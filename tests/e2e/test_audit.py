@@ -294,8 +294,10 @@ def test_readme_sql_recipes_run_on_the_audit_database(gateway: Gateway) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme.split("```sql", 1)[1].split("```", 1)[0]
     recipes = [q.strip() for q in block.split(";") if q.strip()]
-    assert len(recipes) == 5
+    assert len(recipes) == 7  # the canned queries of `lmk audit browse` (tests/unit/browse)
     with sqlite3.connect(f"file:{gateway.audit_db}?mode=ro", uri=True) as conn:
-        results = [conn.execute(q).fetchall() for q in recipes]
+        [(day,)] = conn.execute("SELECT substr(max(ts), 1, 10) FROM requests WHERE user = 'alice'")
+        results = [conn.execute(q, {"user": "alice", "day": day}).fetchall() for q in recipes]
     assert results[0][0][:1] == ("alice",)  # spend per user: alice made the calls above
-    assert results[2], "refused requests by rule"
+    assert results[4], "refused requests by rule"
+    assert results[6], "alice's day"
