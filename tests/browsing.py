@@ -121,7 +121,7 @@ KNOWN_ROWS: list[tuple[RequestStart, RequestEnd | None]] = [
         ),
         done(status=403, latency_ms=0.5),
     ),
-    (row("a3", user="alice", groups=ENG_ML, ts=at(3, 14)), None),  # in flight
+    (row("a3", user="alice", groups=ENG_ML, ts=at(3, 14)), None),  # in flight: not unpriced
 ]
 
 
@@ -163,27 +163,27 @@ def _slow(request_id: str, latency: float) -> dict[str, Any]:
 #: ``user_day``: the columns that identify the rows, in order; see ``QUERY_PARAMS``).
 EXPECTED: dict[str, list[dict[str, Any]]] = {
     "spend_by_user": [
-        _spend("user", "alice", 3, 0, 300, 30, 5, 7, cost=0.75, unpriced=1),
+        _spend("user", "alice", 3, 0, 300, 30, 5, 7, cost=0.75, unpriced=0),
         _spend("user", "carol", 1, 0, 10, 1, 0, 0, cost=0.125, unpriced=0),
         _spend("user", "bob", 3, 2, 50, 5, 0, 0, cost=0.0, unpriced=1),
         _spend("user", None, 1, 1, 0, 0, 0, 0, cost=0.0, unpriced=0),
     ],
     "spend_by_group": [
-        _spend("group", "eng", 3, 0, 300, 30, 5, 7, cost=0.75, unpriced=1),
-        _spend("group", "ml", 3, 0, 300, 30, 5, 7, cost=0.75, unpriced=1),
+        _spend("group", "eng", 3, 0, 300, 30, 5, 7, cost=0.75, unpriced=0),
+        _spend("group", "ml", 3, 0, 300, 30, 5, 7, cost=0.75, unpriced=0),
         _spend("group", None, 2, 1, 10, 1, 0, 0, cost=0.125, unpriced=0),
         _spend("group", "ops", 3, 2, 50, 5, 0, 0, cost=0.0, unpriced=1),
     ],
     "spend_by_model": [
         _spend("model", "claude-sonnet-4", 1, 0, 200, 20, 0, 7, cost=0.5, unpriced=0),
-        _spend("model", "gpt-4o", 3, 1, 100, 10, 5, 0, cost=0.25, unpriced=1),
+        _spend("model", "gpt-4o", 3, 1, 100, 10, 5, 0, cost=0.25, unpriced=0),
         _spend("model", "gpt-4o-mini", 3, 1, 60, 6, 0, 0, cost=0.125, unpriced=1),
         _spend("model", None, 1, 1, 0, 0, 0, 0, cost=0.0, unpriced=0),
     ],
     "spend_by_day": [
         _spend("day", "2025-01-01", 1, 0, 100, 10, 5, 0, cost=0.25, unpriced=0),
         _spend("day", "2025-01-02", 2, 0, 250, 25, 0, 7, cost=0.5, unpriced=1),
-        _spend("day", "2025-01-03", 5, 3, 10, 1, 0, 0, cost=0.125, unpriced=1),
+        _spend("day", "2025-01-03", 5, 3, 10, 1, 0, 0, cost=0.125, unpriced=0),
     ],
     "refusals_by_rule": [
         {
