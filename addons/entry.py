@@ -17,9 +17,13 @@ if importlib.util.find_spec("llamakey") is None:
 from llamakey import filemodes
 from llamakey.gateway import gateway_addons
 from llamakey.leafcert import ExactLeafNames
+from llamakey.listencheck import ListenCheck
+from llamakey.state import GatewayState
 
 # Files this process creates from now on (the audit database, bundles) are 0600; the CA's
 # public files set their own mode. A -w file mitmproxy opened before: SaveFileMode.
 filemodes.restrict_umask()
 
-addons = [filemodes.SaveFileMode(), *gateway_addons(), ExactLeafNames()]
+_state = GatewayState()
+# ListenCheck: plain mitmdump must listen where proxy.listen_host/port say, or it stops.
+addons = [filemodes.SaveFileMode(), *gateway_addons(_state), ExactLeafNames(), ListenCheck(_state)]

@@ -95,7 +95,7 @@ def test_lmk_web_makes_an_existing_save_file_0600(tmp_path: Path, mock: MockUpst
 def test_plain_mitmdump_with_entry_script(tmp_path: Path, mock: MockUpstream) -> None:
     gw = make_gateway(tmp_path, mock)
     made_by_test = {p for p in tmp_path.rglob("*") if p.is_file()}
-    port = free_port()
+    port = gw.port  # proxy.listen_port: mitmdump listens where the config says
     log = tmp_path / "mitmdump.log"
     saved = tmp_path / "flows"
     made_by_test.add(log)

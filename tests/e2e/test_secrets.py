@@ -129,7 +129,7 @@ def test_mitmweb_saved_flows_and_logs_hold_no_secret(
 
 def test_plain_mitmdump_with_entry_script(tmp_path: Path, mock: MockUpstream) -> None:
     gw = make_gateway(tmp_path, mock)
-    port = free_port()
+    port = gw.port  # the config's proxy.listen_host/port: anything else is refused
     log = tmp_path / "mitmdump.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -154,10 +154,11 @@ def test_plain_mitmdump_with_entry_script(tmp_path: Path, mock: MockUpstream) ->
         )
     try:
         deadline = time.monotonic() + 30
-        while b"listening at" not in log.read_bytes():
+        # mitmproxy starts listening after the script's configure: then it is ready, and on
+        # the config's address.
+        while f"listening at 127.0.0.1:{port}".encode() not in log.read_bytes():
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        time.sleep(0.5)  # the script's configure (CA, allow_hosts) runs right after
         env = gw.client_env("alice")
         env["HTTPS_PROXY"] = env["https_proxy"] = f"http://127.0.0.1:{port}"
         mock.clear()
@@ -170,3 +171,32 @@ def test_plain_mitmdump_with_entry_script(tmp_path: Path, mock: MockUpstream) ->
         process.terminate()
         process.wait(10)
     assert secrets_in((tmp_path / "flows").read_bytes() + log.read_bytes(), gw) == []
+
+
+@pytest.mark.parametrize("where", [["--listen-host", "0.0.0.0"], []], ids=["any", "default"])
+def test_plain_mitmdump_refuses_another_listen_address_than_the_configs(
+    tmp_path: Path, mock: MockUpstream, where: list[str]
+) -> None:
+    """mitmdump alone listens on *:8080: it stops, naming the flags for the config's address."""
+    gw = make_gateway(tmp_path, mock)
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "mitmdump"),
+            "-s",
+            str(REPO / "addons" / "entry.py"),
+            "--set",
+            f"lmk_config={gw.config}",
+            "--set",
+            f"confdir={tmp_path / 'certs'}",
+            *where,
+            "-p",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        env=gw.environment(),
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert "proxy.listen_host = '127.0.0.1'" in output, output
+    assert f"--listen-host 127.0.0.1 -p {gw.port}" in output
