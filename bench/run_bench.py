@@ -534,7 +534,12 @@ class Bench:
         # The gateway runs the working tree (editable install), which moves while others work:
         # record what it started from, not what HEAD is when the run ends.
         self.gateway_code = git_describe()
-        proc = self.spawn("gateway", [str(lmk), "--config", str(cfg), "serve"])
+        # --quiet: no line per request, as stock mitmdump runs with -q (the line's cost is a
+        # terminal's, not the gateway's; `--announce` measures it).
+        serve = [str(lmk), "--config", str(cfg), "serve"]
+        if not self.args.announce:
+            serve.append("--quiet")
+        proc = self.spawn("gateway", serve)
         wait_port(port, proc, 90)
         ca = d / "certs" / "mitmproxy-ca-cert.pem"
         wait_file(ca, 30)
@@ -1270,6 +1275,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunks", type=int, default=20)
     p.add_argument("--chunk-delay-ms", type=float, default=5.0)
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument(
+        "--announce",
+        action="store_true",
+        help="let the gateway print its line per request (it runs with --quiet otherwise)",
+    )
     p.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     p.add_argument(
         "--profile",

@@ -21,7 +21,7 @@ SECRET_MODE = 0o600
 def restrict_umask() -> None:
     """Files this process creates from now on are 0600, directories 0700. Files whose mode
     matters otherwise set it explicitly (the CA's public certificates and the client bundle,
-    in `ca.py`)."""
+    in `ca/files.py`)."""
     os.umask(SECRET_UMASK)
 
 

@@ -1,6 +1,6 @@
 """Every file the proxy creates is mode 0600: saved flows (`-w`), the audit database, the
 upstream CA bundle, mitmproxy's own files; only the CA's public certificates and the client
-bundle are 0644, as `ca.py` sets them. Also under plain `mitmdump -s addons/entry.py`, whose
+bundle are 0644, as `ca/files.py` sets them. Also under plain `mitmdump -s addons/entry.py`, whose
 forged leaves name exactly the requested host too."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.mock_upstream import MockUpstream
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: What ca.py writes 0644 on purpose: clients install these.
+#: What ca/files.py writes 0644 on purpose: clients install these.
 PUBLIC = frozenset(
     {
         "mitmproxy-ca-cert.pem",

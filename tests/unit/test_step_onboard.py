@@ -15,7 +15,7 @@ from mitmproxy.test import tflow
 
 from llamakey import ca, config
 from llamakey import flowstate as keys
-from llamakey.cli.env import KEY_PLACEHOLDER, USER_HEADER
+from llamakey.clientenv import KEY_PLACEHOLDER, USER_HEADER
 from llamakey.gateway import gateway_addons
 from llamakey.refusals import Refusal
 from llamakey.state import GatewayState

@@ -11,7 +11,7 @@ from llamakey import ca as ca_files
 from llamakey import config
 from llamakey.cli import audit, browse, ca, check, env, keys, serve, usage
 from llamakey.cli.common import ENV_FILE, one_line
-from llamakey.cli.env import client_environment
+from llamakey.clientenv import client_environment
 
 __all__ = ["ENV_FILE", "build_parser", "client_environment", "main"]
 

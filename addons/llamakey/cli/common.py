@@ -1,5 +1,6 @@
 """What the command modules share: loading the configuration, the client env file's name,
-usage errors, and writing a private file that a planted symlink cannot redirect."""
+the master key's variable, usage errors and failures, and writing a private file that a
+planted symlink cannot redirect."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from llamakey.files import NotAFileError, write_atomically
 type Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 ENV_FILE = "llamakey_local.env"
+# Where lmk takes a master key from (or a prompt): never argv, which every local user can read.
+KEY_VARIABLE = "LMK_MASTER_KEY"
 
 _PRIVATE_MODE = 0o600
 
@@ -40,6 +43,11 @@ def usage_error(message: str) -> NoReturn:
     """Exit with status 2 (a usage error, as argparse's own), after one line ``lmk: message``."""
     print(f"lmk: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def fail(message: str) -> NoReturn:
+    """Exit with status 1 and the one line ``lmk: message``."""
+    raise SystemExit(f"lmk: {message}")
 
 
 PrivateFileError = NotAFileError

@@ -11,7 +11,7 @@ before identify would block the host or authenticate would ask for proxy credent
 ``GET /``            what is here, in plain text
 ``GET /ca.pem``      the CA certificate the proxy signs with (public: no key needed)
 ``GET /fingerprint`` its SHA-256 fingerprint, as `lmk ca fingerprint` prints it
-``GET /env``         the member's export lines (`cli.env.client_environment`), given their
+``GET /env``         the member's export lines (`clientenv.client_environment`), given their
                      master key in ``Authorization: Bearer`` or as proxy credentials, and
                      ``?dir=`` the absolute directory of their CA files; ``?proxy=host:port``
                      the address they reach the proxy at (default: the address their
@@ -19,7 +19,7 @@ before identify would block the host or authenticate would ask for proxy credent
                      nothing else.
 ===================  ===========================================================================
 
-The master key is never put in the answer (`cli.env.KEY_PLACEHOLDER` stands where it goes;
+The master key is never put in the answer (`clientenv.KEY_PLACEHOLDER` stands where it goes;
 the member's side fills it in): a flow's bodies are what mitmweb shows, ``-w`` saves and the
 redact step masks. The key the request carries is replaced by its marker here, at
 `requestheaders`, as authenticate does for provider flows. A refused ``/env`` is an audit row
@@ -42,7 +42,7 @@ from urllib.parse import parse_qs
 from mitmproxy import http
 
 from llamakey import ca, credentials
-from llamakey.cli.env import (
+from llamakey.clientenv import (
     KEY_PLACEHOLDER,
     ONBOARD_HOST,
     ONBOARD_URL,

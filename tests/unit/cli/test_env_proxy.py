@@ -15,8 +15,8 @@ import pytest
 import trustme
 
 from llamakey import ca
-from llamakey.cli import env as env_command
-from llamakey.cli.env import KEY_PLACEHOLDER, client_environment, export_lines
+from llamakey.cli import env_remote
+from llamakey.clientenv import KEY_PLACEHOLDER, client_environment, export_lines
 from tests.harness import free_port
 from tests.unit.cli.helpers import lmk, new_key
 
@@ -114,8 +114,8 @@ def proxy_answer(*, proxy_auth: bool = False, directory: PurePosixPath = MEMBER)
 
 
 def check(text: str, directory: PurePosixPath = MEMBER) -> dict[str, str]:
-    given = env_command.parse_exports(text)
-    return env_command.check_proxy_environment(given, "alice", "10.0.0.5:8080", directory)
+    given = env_remote.parse_exports(text)
+    return env_remote.check_proxy_environment(given, "alice", "10.0.0.5:8080", directory)
 
 
 @pytest.mark.parametrize("proxy_auth", [False, True])
@@ -140,7 +140,7 @@ def test_the_proxys_own_answer_passes(proxy_auth: bool) -> None:
 )
 def test_a_line_that_is_not_one_export_is_refused(line: str) -> None:
     with pytest.raises(ValueError, match="not an export line"):
-        env_command.parse_exports(proxy_answer() + line + "\n")
+        env_remote.parse_exports(proxy_answer() + line + "\n")
 
 
 @pytest.mark.parametrize(
@@ -176,12 +176,10 @@ def test_an_answer_for_other_files_or_without_a_proxy_is_refused() -> None:
 
 def test_the_member_directory_follows_xdg() -> None:
     home = {"HOME": "/home/alice"}
-    assert env_command.member_dir({**home, "XDG_CONFIG_HOME": "/x/conf"}) == Path(
-        "/x/conf/llamakey"
-    )
+    assert env_remote.member_dir({**home, "XDG_CONFIG_HOME": "/x/conf"}) == Path("/x/conf/llamakey")
     expected = Path("/home/alice/.config/llamakey")
-    assert env_command.member_dir({**home, "XDG_CONFIG_HOME": "relative"}) == expected
-    assert env_command.member_dir(home) == expected
+    assert env_remote.member_dir({**home, "XDG_CONFIG_HOME": "relative"}) == expected
+    assert env_remote.member_dir(home) == expected
 
 
 @pytest.mark.parametrize(
@@ -254,11 +252,11 @@ def proxy_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_ca_is_kept_without_anything_around_it(proxy_ca: Path, tmp_path: Path) -> None:
     pem = (proxy_ca / ca.CA_CERT_FILE).read_bytes()
     served = b"# a comment\n" + pem + b"\ntrailing text\n"
-    ours, first_use = env_command._trust_ca(served, None, tmp_path / "none-yet.pem")
+    ours, first_use = env_remote._trust_ca(served, None, tmp_path / "none-yet.pem")
     assert ours == pem
     assert first_use == ca.fingerprint(ca.load_ca_certificate(pem))
     pinned = ca.normal_fingerprint(first_use)
-    assert env_command._trust_ca(served, pinned, tmp_path / "none-yet.pem") == (pem, None)
+    assert env_remote._trust_ca(served, pinned, tmp_path / "none-yet.pem") == (pem, None)
 
 
 def served_instead(proxy_ca: Path, what: str) -> bytes:
@@ -277,7 +275,7 @@ def test_anything_but_one_ca_certificate_is_refused(
     proxy_ca: Path, tmp_path: Path, what: str
 ) -> None:
     with pytest.raises(SystemExit) as caught:
-        env_command._trust_ca(served_instead(proxy_ca, what), None, tmp_path / "none-yet.pem")
+        env_remote._trust_ca(served_instead(proxy_ca, what), None, tmp_path / "none-yet.pem")
     message = str(caught.value.code)
     assert message.startswith("lmk: the proxy's /ca.pem is no CA certificate")
     assert "PRIVATE" not in message and "\n" not in message

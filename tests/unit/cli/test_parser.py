@@ -82,9 +82,9 @@ def test_config_defaults_to_lmk_config_variable(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_client_environment_is_still_reachable_from_cli() -> None:
-    from llamakey.cli import env
+    from llamakey import clientenv
 
-    assert cli.client_environment is env.client_environment
+    assert cli.client_environment is clientenv.client_environment
     assert cli.ENV_FILE == "llamakey_local.env"
 
 
