@@ -15,7 +15,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llamakey.providers import Carrier, ErrorShape
 
@@ -23,7 +30,7 @@ DEFAULT_CONFIG_NAME = "lmk_config.toml"
 DEFAULT_USERS_NAME = "lmk_users.toml"
 USER_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 USER_NAME_RULE = "a lowercase letter, then up to 63 of a-z 0-9 _ . -"
-_SECRET_FIELDS = {"keys", "extra_headers"}
+_SECRET_FIELDS = {"keys", "extra_headers", "redis_url"}
 
 
 class ConfigError(Exception):
@@ -136,6 +143,33 @@ class LimitsTable(_Strict):
     """A client or upstream connection idle this long is closed."""
 
 
+class StateTable(_Strict):
+    """[state]: where rate-limit and budget counters live (one proxy, workers, many proxies)."""
+
+    backend: Literal["local", "sqlite", "redis"] = "local"
+    """local: this process's memory; sqlite: a file the proxy processes of one machine share;
+    redis: a Redis or Valkey server that several proxies share."""
+    path: Annotated[str, Field(min_length=1)] = "lmk_state.db"
+    """The SQLite file (backend = "sqlite"); relative to the config file."""
+    redis_url: str | None = None
+    """e.g. redis://10.0.0.7:6379/0 (backend = "redis"); may hold a password."""
+    on_store_error: Literal["deny", "allow"] = "deny"
+    """When the store cannot be reached: deny (503, nothing goes upstream) or allow."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(rediss?|unix)://\S+", value):
+            raise ValueError("expected a URL like redis://host:6379/0, rediss://… or unix://…")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> StateTable:
+        if self.backend == "redis" and self.redis_url is None:
+            raise ValueError('backend = "redis" needs redis_url (e.g. "redis://127.0.0.1:6379/0")')
+        return self
+
+
 class PriceTable(_Strict):
     """[prices."MODEL"]: USD per million tokens, overriding genai-prices for that model."""
 
@@ -156,6 +190,7 @@ class ConfigFile(_Strict):
     """Accepted for compatibility; users belong in the users file (`proxy.users_file`)."""
     groups: dict[str, GroupTable] = {}
     prices: dict[str, PriceTable] = {}
+    state: StateTable = StateTable()
 
 
 def is_loopback_host(host: str) -> bool:

@@ -7,6 +7,44 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+MICRO = 1_000_000
+"""Counters hold integers in millionths of a unit (micro-dollars for budgets, micro-tokens).
+
+Every store adds integers, so sums are exact and every backend returns the same totals: a
+reservation of 0.3 settled with -0.2 leaves exactly 0.1, not 0.09999999999999998. Amounts and
+limits are rounded to the nearest millionth.
+"""
+
+MAX_MICROS = 2**53
+"""The largest counter or limit kept exactly (Redis' Lua numbers are doubles): about 9.0e9 units.
+
+A larger limit (or an infinite one) is taken as this, which no real counter reaches.
+"""
+
+
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached or did not answer in time (Redis down, SQLite locked).
+
+    Nothing was counted when an admission raises this. The store retries the backend on the next
+    call, so it recovers by itself; the rules decide whether to refuse (503, the default) or
+    allow the request (`[state] on_store_error = "allow"`).
+    """
+
+
+def to_micros(amount: float) -> int:
+    """`amount` in millionths, rounded; clamped to +-MAX_MICROS (so an infinite limit works)."""
+    if amount != amount:  # NaN
+        raise ValueError("a counter amount or limit is a number, got NaN")
+    if amount >= MAX_MICROS / MICRO:
+        return MAX_MICROS
+    if amount <= -MAX_MICROS / MICRO:
+        return -MAX_MICROS
+    return round(amount * MICRO)
+
+
+def from_micros(micros: int) -> float:
+    return micros / MICRO
+
 
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -52,39 +90,52 @@ class CounterStore(Protocol):
         ...
 
 
+class ClosableCounterStore(CounterStore, Protocol):
+    """A store that holds a connection or a thread, released by `aclose` (what `open_store`
+    returns)."""
+
+    async def aclose(self) -> None: ...
+
+
 class MemoryCounterStore:
     """Counters in this process's memory: exact for one proxy, lost on restart.
 
     Each call runs on the event loop without awaiting in between, so a check and its add are
-    atomic with respect to every other request of this proxy.
+    atomic with respect to every other request of this proxy. Totals are kept in millionths
+    (`MICRO`), as in the shared stores.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        # (key, window length) -> (window start, total); an old window is dropped when touched.
-        self._counters: dict[tuple[str, int], tuple[int, float]] = {}
+        # (key, window length) -> (window start, total in micros); an old window is dropped
+        # when touched.
+        self._counters: dict[tuple[str, int], tuple[int, int]] = {}
 
-    def _current(self, key: str, window: Window, now: float) -> float:
+    def _current(self, key: str, window: Window, now: float) -> int:
         start = window.start(now)
         found = self._counters.get((key, window.seconds))
-        return found[1] if found is not None and found[0] == start else 0.0
+        return found[1] if found is not None and found[0] == start else 0
 
-    def _set(self, key: str, window: Window, now: float, total: float) -> None:
+    def _set(self, key: str, window: Window, now: float, total: int) -> None:
         self._counters[(key, window.seconds)] = (window.start(now), total)
 
     async def add_within(self, key: str, amount: float, limit: float, window: Window) -> Admission:
         now = self._clock()
-        total = self._current(key, window, now) + amount
-        if total > limit:
-            return Admission(False, total - amount, window.resets_in(now))
+        current = self._current(key, window, now)
+        total = current + to_micros(amount)
+        if total > to_micros(limit):
+            return Admission(False, from_micros(current), window.resets_in(now))
         self._set(key, window, now, total)
-        return Admission(True, total, 0.0)
+        return Admission(True, from_micros(total), 0.0)
 
     async def add(self, key: str, amount: float, window: Window) -> float:
         now = self._clock()
-        total = self._current(key, window, now) + amount
+        total = self._current(key, window, now) + to_micros(amount)
         self._set(key, window, now, total)
-        return total
+        return from_micros(total)
 
     async def total(self, key: str, window: Window) -> float:
-        return self._current(key, window, self._clock())
+        return from_micros(self._current(key, window, self._clock()))
+
+    async def aclose(self) -> None:
+        """Nothing to release; here so every store can be closed alike."""

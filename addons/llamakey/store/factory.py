@@ -1,0 +1,24 @@
+"""`open_store`: the counter store that `[state]` names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llamakey.config.schema import StateTable
+from llamakey.store.counters import ClosableCounterStore, MemoryCounterStore
+from llamakey.store.sqlite_store import SQLiteCounterStore
+
+
+def open_store(state: StateTable, base_dir: Path) -> ClosableCounterStore:
+    """The store for `state`; a relative SQLite `path` is taken from `base_dir` (the config's
+    directory). Nothing is connected yet: a Redis or SQLite problem surfaces, as
+    `StoreUnavailable`, on the first call, and again on each call until the backend is back."""
+    if state.backend == "sqlite":
+        return SQLiteCounterStore(base_dir / state.path)
+    if state.backend == "redis":
+        assert state.redis_url is not None  # StateTable requires it for this backend
+        # Imported here: a proxy on the local store never loads the Redis client.
+        from llamakey.store.redis_store import RedisCounterStore
+
+        return RedisCounterStore(state.redis_url)
+    return MemoryCounterStore()
