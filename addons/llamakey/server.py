@@ -55,7 +55,7 @@ class Banner:
             lines.append(f"  providers: {', '.join(ready) or 'none has a real key yet'}")
             lines.append(f"  CA:        {settings.certs_dir / 'mitmproxy-ca-cert.pem'}")
         lines.append(
-            '  clients:   LMK_MASTER_KEY=lmk_... lmk env NAME  (writes llamakey_local.env)'
+            "  clients:   LMK_MASTER_KEY=lmk_... lmk env NAME  (writes llamakey_local.env)"
         )
         if self.web_url:
             lines.append(f"  mitmweb:   {self.web_url}")
