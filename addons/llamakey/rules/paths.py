@@ -17,6 +17,7 @@ The query is not part of the path: only its bytes are checked (visible ASCII, no
 
 Patterns (`compile_endpoint`): ``METHOD /seg/seg``; the method is upper case or ``*`` (any);
 each segment is literal text, where ``*`` matches any run of characters within one segment
+(a segment that is only ``*``: at least one character)
 (``/v1/files/*``, ``/v1beta/models/*:generateContent``), and a last segment ``**`` matches
 zero or more further segments (``/v1/**``). Matching is case-sensitive and exact: a trailing
 slash is a different path.
@@ -112,7 +113,10 @@ def compile_endpoint(text: str) -> EndpointPattern:
             raise ValueError("'**' must be a whole (last) segment")
         if canonical_problem(("/" + segment.replace("*", "x")).encode()):
             raise ValueError(f"the segment {segment!r} is not canonical (see the README)")
-        parts.append("/" + "[^/]*".join(re.escape(p) for p in segment.split("*")))
+        if segment == "*":
+            parts.append("/[^/]+")  # a whole segment, never an empty one
+        else:
+            parts.append("/" + "[^/]*".join(re.escape(p) for p in segment.split("*")))
     return EndpointPattern(text, None if method == "*" else method, re.compile("".join(parts)))
 
 
