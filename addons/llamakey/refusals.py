@@ -33,6 +33,12 @@ class Refusal(StrEnum):
     INTERNAL_ERROR = "internal_error"  # a step raised: fail closed
     TOO_LARGE = "request_too_large"
     HEADERS_TOO_LARGE = "headers_too_large"
+    # the rules (rules/, steps/authorize.py)
+    PATH_NOT_CANONICAL = "path_not_canonical"
+    ENDPOINT_NOT_ALLOWED = "endpoint_not_allowed"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
+    MODEL_UNKNOWN = "model_unknown"
+    AMBIGUOUS_MODEL = "ambiguous_model"
 
 
 # status, OpenAI type, Anthropic type, Google status
@@ -63,6 +69,11 @@ STATUS: dict[Refusal, int] = {
     Refusal.INTERNAL_ERROR: 500,
     Refusal.TOO_LARGE: 413,
     Refusal.HEADERS_TOO_LARGE: 431,
+    Refusal.PATH_NOT_CANONICAL: 400,
+    Refusal.ENDPOINT_NOT_ALLOWED: 403,
+    Refusal.MODEL_NOT_ALLOWED: 403,
+    Refusal.MODEL_UNKNOWN: 400,
+    Refusal.AMBIGUOUS_MODEL: 400,
 }
 
 

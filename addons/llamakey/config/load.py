@@ -17,6 +17,7 @@ from llamakey.config.schema import (
     DEFAULT_CONFIG_NAME,
     ConfigError,
     ConfigFile,
+    PolicyTable,
     ProviderTable,
     UsersFile,
     UserTable,
@@ -31,6 +32,8 @@ from llamakey.providers import (
     Provider,
     ProviderIndex,
 )
+from llamakey.rules import policy
+from llamakey.rules.policy import UserPolicy
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -95,6 +98,8 @@ class Settings:
     """The users file (`proxy.users_file`); it need not exist (then it holds no user)."""
     users_file: UsersFile
     """What the users file holds; `file.users` is what the config itself holds."""
+    policies: Mapping[str, UserPolicy]
+    """Each user's effective rules by name, compiled once per load (`rules.policy`)."""
 
     @property
     def real_keys(self) -> list[str]:
@@ -180,7 +185,16 @@ def resolve(
         str(path or DEFAULT_CONFIG_NAME),
         str(users_source or users_path),
     )
+    config_source = str(path or DEFAULT_CONFIG_NAME)
+    _check_policy_providers(
+        file,
+        users_file,
+        {*BUILTIN_PROVIDERS, *file.providers},
+        config_source,
+        str(users_source or users_path),
+    )
     return Settings(
+        policies=_policies(file, users_file),
         path=path,
         file=file,
         providers=providers,
@@ -191,6 +205,44 @@ def resolve(
         users_path=users_path.resolve(),
         users_file=users_file,
     )
+
+
+def _lists(table: PolicyTable) -> tuple[policy.ListsByProvider, policy.ListsByProvider]:
+    return table.endpoints, table.models
+
+
+def _policies(file: ConfigFile, users_file: UsersFile) -> Mapping[str, UserPolicy]:
+    """Every user's effective policy (README "Rules"), built once per load."""
+    defaults = _lists(file.defaults)
+    groups = {name: _lists(table) for name, table in file.groups.items()}
+    result: dict[str, UserPolicy] = {}
+    for name, user in {**file.users, **users_file.users}.items():
+        result[name] = policy.build(
+            _lists(user),
+            ((f"groups.{g}", groups[g]) for g in user.groups if g in groups),
+            defaults,
+            f"users.{name}",
+        )
+    return result
+
+
+def _check_policy_providers(
+    file: ConfigFile, users_file: UsersFile, known: set[str], config_source: str, users_source: str
+) -> None:
+    """Every provider a rule names is one this configuration knows (a typo would otherwise
+    leave the intended provider unrestricted)."""
+    tables: list[tuple[str, str, PolicyTable]] = [(config_source, "defaults", file.defaults)]
+    tables += [(config_source, f"groups.{n}", t) for n, t in file.groups.items()]
+    tables += [(config_source, f"users.{n}", t) for n, t in file.users.items()]
+    tables += [(users_source, f"users.{n}", t) for n, t in users_file.users.items()]
+    for source, where, table in tables:
+        for kind, lists in (("endpoints", table.endpoints), ("models", table.models)):
+            for provider in lists or {}:
+                if provider not in known:
+                    raise ConfigError(
+                        f"{source}: {where}.{kind}.{provider}: unknown provider (expected one "
+                        f"of {', '.join(sorted(known))})"
+                    )
 
 
 def resolve_users(

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +26,8 @@ from pydantic import (
 )
 
 from llamakey.providers import Carrier, ErrorShape
+from llamakey.rules.models import check_model_pattern
+from llamakey.rules.paths import check_endpoint
 
 DEFAULT_CONFIG_NAME = "lmk_config.toml"
 DEFAULT_USERS_NAME = "lmk_users.toml"
@@ -83,6 +86,20 @@ class ProviderTable(_Strict):
         return value
 
 
+EndpointPatternText = Annotated[str, AfterValidator(check_endpoint)]
+ModelPatternText = Annotated[str, AfterValidator(check_model_pattern)]
+
+
+class PolicyTable(_Strict):
+    """The rules of `[defaults]`, `[groups.G]` and `[users.U]` (README "Rules"): allow-lists per
+    provider. A list left out says nothing (the next level decides); an empty list allows none."""
+
+    endpoints: dict[str, list[EndpointPatternText]] | None = None
+    """Per provider: ``"METHOD /path"`` patterns (`rules.paths`)."""
+    models: dict[str, list[ModelPatternText]] | None = None
+    """Per provider: model glob patterns (`rules.models`)."""
+
+
 UserName = Annotated[str, Field(pattern=USER_NAME_PATTERN)]
 """A user's name: it appears in logs, audit rows, markers and proxy credentials."""
 
@@ -91,8 +108,8 @@ def is_user_name(name: str) -> bool:
     return re.fullmatch(USER_NAME_PATTERN, name) is not None
 
 
-class UserTable(_Strict):
-    """[users.NAME]: one person and the SHA-256 of their master key."""
+class UserTable(PolicyTable):
+    """[users.NAME]: one person and the SHA-256 of their master key, and their own rules."""
 
     key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     groups: list[str] = []
@@ -115,7 +132,7 @@ class UserTable(_Strict):
         raise ValueError("expected a TOML date (2027-01-01) or date-time (2027-01-01T09:00:00Z)")
 
 
-class GroupTable(_Strict):
+class GroupTable(PolicyTable):
     """[groups.NAME]: a set of users (rules and reports hang on groups)."""
 
     description: str = ""
@@ -185,6 +202,8 @@ class ConfigFile(_Strict):
     proxy: ProxyTable = ProxyTable()
     audit: AuditTable = AuditTable()
     limits: LimitsTable = LimitsTable()
+    defaults: PolicyTable = PolicyTable()
+    """The rules of every user, unless their groups or their own table say otherwise."""
     providers: dict[str, ProviderTable] = {}
     users: dict[UserName, UserTable] = {}
     """Accepted for compatibility; users belong in the users file (`proxy.users_file`)."""

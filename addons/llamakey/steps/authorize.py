@@ -1,21 +1,31 @@
 """Authorize: the rules an authenticated request must pass before anything is written ahead or
-sent upstream (endpoint and model allow-lists, rate limits, budgets).
+sent upstream: the endpoint and model allow-lists (README "Rules"; rate limits and budgets
+join here).
 
-No rule exists yet: every authenticated request is authorized. The step is here so that the
-gate is in place, in its place on the data path (after authenticate, before the write-ahead
-row and the key swap); the key swap refuses any flow this step has not cleared.
+The user's policy was compiled when the configuration was loaded (`Settings.policies`); here
+it is only looked up and matched. Every request to a provider must have a canonical target
+(`rules.paths.canonical_problem`), whatever the policy: a target a server could read as another
+path is refused (400), never cleaned and forwarded. Then, per provider, the endpoint list
+(403) and the model list (403 for a model not listed, 400 when the model cannot be read or is
+named twice). A refusal names its rule in the audit row (`refused_by`).
 """
 
 from __future__ import annotations
 
 from mitmproxy import http
 
+from llamakey.flowstate import FlowState
+from llamakey.providers import ErrorShape
+from llamakey.refusals import Refusal
+from llamakey.rules.models import ModelKind, read_models
+from llamakey.rules.paths import canonical_problem
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
+from llamakey.usage import ApiFlavor
 
 
 class Authorize:
-    """Clears authenticated provider flows against the configured rules (none yet)."""
+    """Clears authenticated provider flows against the configured rules."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
@@ -23,6 +33,73 @@ class Authorize:
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         state = self.state.flows.provider_flow(flow)
-        if state is None or not state.authenticated:
+        settings = self.state.settings
+        if state is None or not state.authenticated or settings is None:
+            return
+        if (why := self._refusal(flow, state)) is not None:
+            refusal, message = why
+            shape = self._shape(state)
+            state.refuse(flow, shape, refusal, message)
             return
         state.authorized = True
+
+    def _shape(self, state: FlowState) -> ErrorShape:
+        return self.state.provider_entry(state).error_shape
+
+    def _refusal(self, flow: http.HTTPFlow, state: FlowState) -> tuple[Refusal, str] | None:
+        settings = self.state.settings
+        assert settings is not None and state.provider is not None
+        request = flow.request
+        target = request.data.path
+        if (problem := canonical_problem(target)) is not None:
+            return Refusal.PATH_NOT_CANONICAL, f"{problem}; write the path as the API documents it"
+        policy = settings.policies.get(state.user or "")
+        if policy is None:  # an authenticated user always has one: fail closed
+            return Refusal.ENDPOINT_NOT_ALLOWED, "no policy is loaded for this user"
+        if not policy.restricted:
+            return None
+        provider = state.provider
+        method = request.method.upper()
+        path = target.split(b"?", 1)[0].decode("ascii")  # canonical: ASCII
+        endpoints = policy.endpoints.get(provider)
+        if endpoints is not None and not endpoints.allows(method, path):
+            where = policy.sources.get(f"endpoints.{provider}", "")
+            return (
+                Refusal.ENDPOINT_NOT_ALLOWED,
+                f"{method} {path} is not an endpoint {state.user} may call on {provider} "
+                f"({where}.endpoints.{provider})",
+            )
+        models = policy.models.get(provider)
+        if models is None:
+            return None
+        read = read_models(
+            state.flavor not in (None, ApiFlavor.OTHER),
+            method,
+            target.decode("ascii"),
+            request.headers.get("content-type", ""),
+            request.headers.get("content-encoding", ""),
+            request.raw_content or b"",
+        )
+        where = f"{policy.sources.get(f'models.{provider}', '')}.models.{provider}"
+        match read.kind:
+            case ModelKind.NONE:
+                return None
+            case ModelKind.BATCH:
+                if endpoints is not None:  # listed explicitly: checked above
+                    return None
+                return (
+                    Refusal.MODEL_NOT_ALLOWED,
+                    f"{read.why}, which the model list ({where}) cannot check; list "
+                    f"'{method} {path}' in endpoints.{provider} to allow batches",
+                )
+            case ModelKind.UNKNOWN:
+                return Refusal.MODEL_UNKNOWN, f"{read.why}; {where} needs to know the model"
+            case ModelKind.AMBIGUOUS:
+                return Refusal.AMBIGUOUS_MODEL, f"{read.why}: name the model once"
+        for model in read.models:
+            if not models.allows(model):
+                return (
+                    Refusal.MODEL_NOT_ALLOWED,
+                    f"model {model!r} is not one {state.user} may use on {provider} ({where})",
+                )
+        return None

@@ -14,7 +14,13 @@ load = importlib.import_module("llamakey.config.load")
 
 PACKAGE = Path(config.__file__).parent
 # What config may import from llamakey: itself and the layers below it.
-ALLOWED = ("llamakey.config", "llamakey.providers", "llamakey.credentials", "llamakey.files")
+ALLOWED = (
+    "llamakey.config",
+    "llamakey.providers",
+    "llamakey.credentials",
+    "llamakey.files",
+    "llamakey.rules",
+)
 
 
 def llamakey_imports(path: Path) -> set[str]:
