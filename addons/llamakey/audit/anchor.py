@@ -82,9 +82,9 @@ __all__ = [
 HEAD_LOG_INTERVAL_S: Final = 300.0
 
 #: How often, at most, the head file is rewritten while the head moves: each write (two fsyncs)
-#: then covers every commit of the last 50 ms under load, instead of one each. The first commit
+#: then covers every commit of the last second under load, instead of one each. The first commit
 #: after a quiet spell is written at once; a flush, a close and an open write it at once too.
-HEAD_FILE_INTERVAL_S: Final = 0.05
+HEAD_FILE_INTERVAL_S: Final = 1.0
 
 #: The logger of the head lines. They are a record kept outside the host, so they are logged at
 #: INFO whatever the root logger's level (``lmk serve`` leaves it at WARNING); a handler's own

@@ -29,7 +29,7 @@ Sealing
 
 The head file
     After each commit that sealed rows (once the batch's callers are answered; under load at
-    most every 50 ms), the chain head is written to ``<database>.head``, and it is logged now
+    most once a second), the chain head is written to ``<database>.head``, and it is logged now
     and then (:mod:`llamakey.audit.anchor`).
     Every open checks the database against that file, and every sealing transaction checks it
     against the head this backend last sealed: a database replaced, recreated or cut short is
