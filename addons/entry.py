@@ -15,7 +15,7 @@ if importlib.util.find_spec("llamakey") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from llamakey import filemodes
-from llamakey.gateway import gateway_addons
+from llamakey.gateway import Gateway, gateway_addons
 from llamakey.leafcert import ExactLeafNames
 from llamakey.listencheck import ListenCheck
 from llamakey.state import GatewayState
@@ -26,4 +26,9 @@ filemodes.restrict_umask()
 
 _state = GatewayState()
 # ListenCheck: plain mitmdump must listen where proxy.listen_host/port say, or it stops.
-addons = [filemodes.SaveFileMode(), *gateway_addons(_state), ExactLeafNames(), ListenCheck(_state)]
+addons = [
+    filemodes.SaveFileMode(),
+    Gateway(gateway_addons(_state)),
+    ExactLeafNames(),
+    ListenCheck(_state),
+]

@@ -29,7 +29,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 
 from llamakey import config, filemodes, leafcert
 from llamakey.config.schema import open_proxy_problem
-from llamakey.gateway import gateway_addons
+from llamakey.gateway import Gateway, gateway_addons
 from llamakey.state import GatewayState
 from llamakey.steps.configload import ConfigLoader
 
@@ -132,7 +132,7 @@ async def run(config_path: Path, sets: Sequence[str], *, web: bool = False) -> i
     ours = gateway_addons(state)
     web_ui = _WebUI(opts, proxy) if web else None
     m = web_ui.master if web_ui else GatewayMaster(opts)
-    insert_gateway(m, ours)
+    insert_gateway(m, [Gateway(ours)])
     m.addons.add(Banner(state, web_ui.url if web_ui else None))
     try:
         opts.update(lmk_config=str(config_path.resolve()))
