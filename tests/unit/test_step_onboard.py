@@ -92,7 +92,9 @@ def exports(body: str) -> dict[str, str]:
 
 async def ask(addon: Onboard, f: http.HTTPFlow) -> http.HTTPFlow:
     with mitm_context(addon):
-        await addon.requestheaders(f)
+        pending = addon.requestheaders(f)
+        if pending is not None:  # only onboarding requests are answered asynchronously
+            await pending
     return f
 
 

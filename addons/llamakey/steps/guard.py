@@ -17,7 +17,7 @@ import functools
 import inspect
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 from mitmproxy import http
@@ -95,10 +95,23 @@ def fail_closed[F: Callable[..., Any]](hook: F) -> F:
         return cast(F, guarded_async)
 
     @functools.wraps(hook)
-    def guarded(self: Step, flow: http.HTTPFlow) -> None:
+    def guarded(self: Step, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # A synchronous hook may hand back an awaitable for the rare flow that needs one
+        # (onboarding): its failures are caught when it is awaited.
         try:
-            guarded.__wrapped__(self, flow)
+            result = guarded.__wrapped__(self, flow)
         except Exception:
             _handle(self, flow, name)
+            return None
+        if result is not None and inspect.isawaitable(result):
+            return _awaited(self, flow, result, name)
+        return None
 
     return cast(F, guarded)
+
+
+async def _awaited(step: Step, flow: http.HTTPFlow, pending: Awaitable[object], hook: str) -> None:
+    try:
+        await pending
+    except Exception:
+        _handle(step, flow, hook)

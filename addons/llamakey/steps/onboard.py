@@ -35,6 +35,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import PurePosixPath, PureWindowsPath
 from urllib.parse import parse_qs
@@ -112,9 +113,13 @@ class Onboard:
         _answer(flow, 403, f"LlaMaKey: onboarding is plain HTTP only: {ONBOARD_URL}/\n")
 
     @fail_closed
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # Synchronous for every other flow: no coroutine is made on the hot path.
         if flow.response or not is_onboarding(flow):
-            return
+            return None
+        return self._serve(flow)
+
+    async def _serve(self, flow: http.HTTPFlow) -> None:
         key = self._take_key(flow)
         settings = self.state.settings
         path, _, query = flow.request.path.partition("?")
