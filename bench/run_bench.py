@@ -898,7 +898,7 @@ def summarise_profile(raw: Path, top: int = 25) -> str:
         own[funcs[-1]] = own.get(funcs[-1], 0) + n
         for f in set(funcs):
             incl[f] = incl.get(f, 0) + n
-            if "(addons/" in f and not f.startswith(("main ", "cmd_serve ", "run ")):
+            if "(llamakey/" in f and not f.startswith(("main ", "cmd_serve ", "run ")):
                 ours[f] = ours.get(f, 0) + n
     total = max(total, 1)
 
