@@ -3,9 +3,10 @@
 (a replay starts over) -> identify the provider -> authenticate -> authorize -> write the audit
 row ahead -> swap in the real key -> (upstream) -> stream and meter -> settle usage and cost ->
 settle rate limits -> complete the audit row -> redact -> announce. mitmproxy calls each hook
-along the list in this order, so for every hook the steps run as the data path reads: `request` reaches the key swap
-only after authorize and the write-ahead row, `response` completes the row only after meter
-and settle, and the line per request is logged from the settled flow.
+along the list in this order, so for every hook the steps run as the data path reads:
+`request` reaches the key swap only after authorize and the write-ahead row, `response`
+completes the row only after meter and settle, and the line per request is logged from the
+settled flow.
 """
 
 from __future__ import annotations
