@@ -70,15 +70,15 @@ class RateLimits:
     def store(self) -> ClosableCounterStore:
         settings = self.state.settings
         table = settings.file.state if settings is not None else StateTable()
+        if self._store is not None and (self._given or table is self._state_table):
+            return self._store  # the common case: the configuration did not change
         base = settings.path.parent if settings is not None and settings.path else Path.cwd()
-        if self._store is None or (
-            not self._given and (table != self._state_table or base != self._base)
-        ):
+        if self._store is None or table != self._state_table or base != self._base:
             old = self._store
             self._store = open_store(table, base)
-            self._state_table, self._base = table, base
             if old is not None:
                 self._close_later(old)
+        self._state_table, self._base = table, base  # an equal table reloaded: same store
         return self._store
 
     def _close_later(self, store: ClosableCounterStore) -> None:
