@@ -218,3 +218,17 @@ async def test_the_store_is_opened_from_state_and_closed_on_done() -> None:
     store = rate.store()
     assert isinstance(store, MemoryCounterStore) and rate.store() is store
     await rate.done()
+
+
+async def test_a_reload_keeps_the_store_unless_state_changes() -> None:
+    d = copy.deepcopy(config_data())
+    state = make_state(d)
+    rate = RateLimits(state)
+    first = rate.store()
+    state.install(make_state(d).settings)  # type: ignore[arg-type]
+    assert rate.store() is first  # an equal [state]: the counters survive the reload
+    d["state"] = {"backend": "sqlite", "path": "/nonexistent-dir/state.db"}
+    state.install(make_state(d).settings)  # type: ignore[arg-type]
+    second = rate.store()
+    assert second is not first and not isinstance(second, MemoryCounterStore)
+    await rate.done()
