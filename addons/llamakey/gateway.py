@@ -2,10 +2,11 @@
 
 (a replay starts over) -> identify the provider -> authenticate -> authorize -> write the audit
 row ahead -> swap in the real key -> (upstream) -> stream and meter -> settle usage and cost ->
-complete the audit row -> redact -> announce. mitmproxy calls each hook along the list in this
-order, so for every hook the steps run as the data path reads: `request` reaches the key swap
-only after authorize and the write-ahead row, `response` completes the row only after meter
-and settle, and the line per request is logged from the settled flow.
+settle rate limits -> complete the audit row -> redact -> announce. mitmproxy calls each hook
+along the list in this order, so for every hook the steps run as the data path reads:
+`request` reaches the key swap only after authorize and the write-ahead row, `response`
+completes the row only after meter and settle, and the line per request is logged from the
+settled flow.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from llamakey.steps.identify import IdentifyProvider
 from llamakey.steps.keyswap import KeySwap
 from llamakey.steps.meter import Meter
 from llamakey.steps.onboard import Onboard
+from llamakey.steps.ratelimit import RateLimits
 from llamakey.steps.redact import Redact
 from llamakey.steps.replay import StartOver
 from llamakey.steps.settle import Settle
@@ -32,6 +34,7 @@ def gateway_addons(state: GatewayState | None = None) -> list[object]:
     """Fresh instances of every LlaMaKey addon, sharing one state."""
     state = state or GatewayState()
     audit_log = AuditLog(state)
+    limits = RateLimits(state)
     return [
         ConfigLoader(state),
         audit_log,
@@ -39,11 +42,12 @@ def gateway_addons(state: GatewayState | None = None) -> list[object]:
         Onboard(state),  # answers http://lmk.invalid/ itself, before any step below sees it
         IdentifyProvider(state),
         Authenticate(state),
-        Authorize(state),
+        Authorize(state, limits),
         WriteAhead(state, audit_log),
         KeySwap(state),
         Meter(state),
         Settle(state),
+        limits,  # owns the counter store; settles token limits to the real usage
         CompleteAudit(state, audit_log),
         Redact(state),
         Announce(state),

@@ -8,6 +8,7 @@ with ``.code == 401``, and so on: the status decides the class, the body gives t
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from enum import StrEnum
 
@@ -39,6 +40,8 @@ class Refusal(StrEnum):
     MODEL_NOT_ALLOWED = "model_not_allowed"
     MODEL_UNKNOWN = "model_unknown"
     AMBIGUOUS_MODEL = "ambiguous_model"
+    RATE_LIMITED = "rate_limited"
+    STORE_UNAVAILABLE = "rules_store_unavailable"
 
 
 # status, OpenAI type, Anthropic type, Google status
@@ -74,7 +77,16 @@ STATUS: dict[Refusal, int] = {
     Refusal.MODEL_NOT_ALLOWED: 403,
     Refusal.MODEL_UNKNOWN: 400,
     Refusal.AMBIGUOUS_MODEL: 400,
+    Refusal.RATE_LIMITED: 429,
+    Refusal.STORE_UNAVAILABLE: 503,
 }
+
+RETRY_WORTH_SECONDS = 60.0
+"""A rate-limit refusal whose window resets within this many seconds (per-minute limits, or
+a longer window about to reset) tells SDKs to retry (`x-should-retry: true`); the Stainless
+SDKs wait the `Retry-After` they are given up to about a minute. A longer wait is not worth
+a client blocked in a retry loop: `x-should-retry: false`."""
+_TRANSIENT = frozenset({Refusal.AUDIT_UNAVAILABLE, Refusal.STORE_UNAVAILABLE})
 
 
 def error_body(shape: ErrorShape, status: int, message: str, code: str) -> dict[str, object]:
@@ -108,12 +120,21 @@ def refusal_response(shape: ErrorShape, refusal: Refusal, message: str) -> http.
         "content-type": "application/json",
         "x-lmk-refused": refusal.value,
         # Stainless SDKs (openai, anthropic, groq...) retry 429 and 5xx unless told not to;
-        # only an unavailable audit log is worth retrying.
-        "x-should-retry": "true" if refusal is Refusal.AUDIT_UNAVAILABLE else "false",
+        # only an unavailable audit log or counter store is worth retrying (and a rate limit
+        # about to reset: `set_retry_after`).
+        "x-should-retry": "true" if refusal in _TRANSIENT else "false",
     }
-    if refusal is Refusal.AUDIT_UNAVAILABLE:
+    if refusal in _TRANSIENT:
         headers["retry-after"] = "2"
     return http.Response.make(status, body, headers)
+
+
+def set_retry_after(response: http.Response, seconds: float) -> None:
+    """Mark a rate-limit refusal with `Retry-After` (whole seconds, at least 1) and whether
+    retrying is worth it (`RETRY_WORTH_SECONDS`)."""
+    wait = max(1, math.ceil(seconds))
+    response.headers["retry-after"] = str(wait)
+    response.headers["x-should-retry"] = "true" if wait <= RETRY_WORTH_SECONDS else "false"
 
 
 def proxy_auth_required(message: str) -> http.Response:

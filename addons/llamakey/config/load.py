@@ -32,7 +32,7 @@ from llamakey.providers import (
     Provider,
     ProviderIndex,
 )
-from llamakey.rules import policy
+from llamakey.rules import limits, policy
 from llamakey.rules.policy import UserPolicy
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -216,14 +216,39 @@ def _policies(file: ConfigFile, users_file: UsersFile) -> Mapping[str, UserPolic
     defaults = _lists(file.defaults)
     groups = {name: _lists(table) for name, table in file.groups.items()}
     result: dict[str, UserPolicy] = {}
+    default_limits = _limit_specs(file.defaults, "defaults")
+    group_limits = {n: _limit_specs(t, f"groups.{n}") for n, t in file.groups.items()}
     for name, user in {**file.users, **users_file.users}.items():
-        result[name] = policy.build(
+        built = policy.build(
             _lists(user),
             ((f"groups.{g}", groups[g]) for g in user.groups if g in groups),
             defaults,
             f"users.{name}",
         )
+        specs: list[tuple[limits.LimitSpec, str | None]] = [(s, None) for s in default_limits]
+        for group in dict.fromkeys(user.groups):
+            specs += [(s, group) for s in group_limits.get(group, ())]
+        specs += [(s, None) for s in _limit_specs(user, f"users.{name}")]
+        if specs:
+            built = replace(built, rate_limits=limits.compile_limits(name, user.groups, specs))
+        result[name] = built
     return result
+
+
+def _limit_specs(table: PolicyTable, where: str) -> list[limits.LimitSpec]:
+    return [
+        limits.LimitSpec(
+            unit="requests" if entry.requests is not None else "tokens",
+            amount=entry.requests if entry.requests is not None else entry.tokens or 0,
+            per=entry.per,
+            scope=entry.scope,
+            provider=entry.provider,
+            model=entry.model,
+            reserve_output=entry.reserve_output,
+            source=f"{where}.rate_limits.{position}",
+        )
+        for position, entry in enumerate(table.rate_limits)
+    ]
 
 
 def _check_policy_providers(
@@ -243,6 +268,12 @@ def _check_policy_providers(
                         f"{source}: {where}.{kind}.{provider}: unknown provider (expected one "
                         f"of {', '.join(sorted(known))})"
                     )
+        for position, entry in enumerate(table.rate_limits):
+            if entry.provider is not None and entry.provider not in known:
+                raise ConfigError(
+                    f"{source}: {where}.rate_limits.{position}.provider: unknown provider "
+                    f"{entry.provider!r} (expected one of {', '.join(sorted(known))})"
+                )
 
 
 def resolve_users(

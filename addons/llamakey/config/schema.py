@@ -90,6 +90,26 @@ EndpointPatternText = Annotated[str, AfterValidator(check_endpoint)]
 ModelPatternText = Annotated[str, AfterValidator(check_model_pattern)]
 
 
+class RateLimitTable(_Strict):
+    """One entry of ``rate_limits`` (README "Rules"): a number of requests or tokens per window,
+    counted per user, group or the whole gateway, optionally for one provider or model glob."""
+
+    requests: Annotated[int, Field(gt=0)] | None = None
+    tokens: Annotated[int, Field(gt=0)] | None = None
+    per: Literal["minute", "hour", "day"]
+    scope: Literal["user", "group", "gateway"] = "user"
+    provider: Annotated[str, Field(min_length=1)] | None = None
+    model: ModelPatternText | None = None
+    reserve_output: Annotated[int, Field(ge=0)] = 1024
+    """Tokens reserved for the answer when the request sets no ``max_tokens`` (token limits)."""
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> RateLimitTable:
+        if (self.requests is None) == (self.tokens is None):
+            raise ValueError("expected exactly one of requests = N or tokens = N")
+        return self
+
+
 class PolicyTable(_Strict):
     """The rules of `[defaults]`, `[groups.G]` and `[users.U]` (README "Rules"): allow-lists per
     provider. A list left out says nothing (the next level decides); an empty list allows none."""
@@ -98,6 +118,8 @@ class PolicyTable(_Strict):
     """Per provider: ``"METHOD /path"`` patterns (`rules.paths`)."""
     models: dict[str, list[ModelPatternText]] | None = None
     """Per provider: model glob patterns (`rules.models`)."""
+    rate_limits: list[RateLimitTable] = []
+    """Every applicable limit of every level applies (`rules.limits`)."""
 
 
 UserName = Annotated[str, Field(pattern=USER_NAME_PATTERN)]

@@ -8,6 +8,7 @@ The rule, for each list kind (``endpoints``, ``models``) and each provider on it
    it (a group that does not mention the provider adds nothing and takes nothing away);
 3. else ``[defaults]``, if it sets it;
 4. else that list does not restrict that provider.
+Rate limits are not merged this way: every applicable one applies (`rules.limits`).
 An empty list allows nothing. To lift a restriction at a higher level, list everything
 (``"* /**"`` for endpoints, ``"*"`` for models).
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 
+from llamakey.rules.limits import RateLimit
 from llamakey.rules.models import ModelRules, compile_models
 from llamakey.rules.paths import EndpointPattern, EndpointRules, compile_endpoint
 
@@ -34,6 +36,8 @@ class UserPolicy:
     models: Mapping[str, ModelRules] = field(default_factory=lambda: MappingProxyType({}))
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Where each list came from, e.g. ``{"models.openai": "groups.research"}`` (messages)."""
+    rate_limits: tuple[RateLimit, ...] = ()
+    """Every rate limit that applies to the user, keys resolved (`rules.limits`)."""
 
     @property
     def restricted(self) -> bool:

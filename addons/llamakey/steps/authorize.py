@@ -2,6 +2,9 @@
 sent upstream: the endpoint and model allow-lists (README "Rules"; rate limits and budgets
 join here).
 
+Rate limits run last, only for a request that passed every other rule and that a limit
+covers (`steps.ratelimit`): then `request` hands back an awaitable the dispatcher awaits.
+
 The user's policy was compiled when the configuration was loaded (`Settings.policies`); here
 it is only looked up and matched. Every request to a provider must have a canonical target
 (`rules.paths.canonical_problem`), whatever the policy: a target a server could read as another
@@ -12,34 +15,56 @@ named twice). A refusal names its rule in the audit row (`refused_by`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from mitmproxy import http
 
 from llamakey.flowstate import FlowState
 from llamakey.providers import ErrorShape
-from llamakey.refusals import Refusal
+from llamakey.refusals import Refusal, set_retry_after
+from llamakey.rules.limits import RateLimit
 from llamakey.rules.models import ModelKind, read_models
 from llamakey.rules.paths import canonical_problem
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
+from llamakey.steps.ratelimit import RateLimits
 from llamakey.usage import ApiFlavor
 
 
 class Authorize:
     """Clears authenticated provider flows against the configured rules."""
 
-    def __init__(self, state: GatewayState) -> None:
+    def __init__(self, state: GatewayState, limits: RateLimits | None = None) -> None:
         self.state = state
+        self.limits = limits if limits is not None else RateLimits(state)
 
     @fail_closed
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         state = self.state.flows.provider_flow(flow)
         settings = self.state.settings
         if state is None or not state.authenticated or settings is None:
-            return
+            return None
         if (why := self._refusal(flow, state)) is not None:
             refusal, message = why
             shape = self._shape(state)
             state.refuse(flow, shape, refusal, message)
+            return None
+        policy = settings.policies.get(state.user or "")
+        if policy is not None and policy.rate_limits:
+            provider = state.provider or ""
+            applicable = [r for r in policy.rate_limits if r.applies(provider, state.model)]
+            if applicable:
+                return self._admit(flow, state, applicable)
+        state.authorized = True
+        return None
+
+    async def _admit(self, flow: http.HTTPFlow, state: FlowState, limits: list[RateLimit]) -> None:
+        """The rate limits, after every other rule (an awaitable only for a flow they cover)."""
+        why = await self.limits.admit(flow, state, limits)
+        if why is not None:
+            state.refuse(flow, self._shape(state), why.refusal, why.message)
+            if why.retry_after is not None and flow.response is not None:
+                set_retry_after(flow.response, why.retry_after)
             return
         state.authorized = True
 

@@ -1,0 +1,125 @@
+"""Rate limits: requests or tokens per minute, hour or day, per user, group or gateway.
+
+Compiled once per configuration load into each user's `UserPolicy.rate_limits` with their
+counter keys already resolved, so a request only filters the tuple by provider and model.
+
+The merge rule: every limit that applies to a user applies, from ``[defaults]``, from each of
+their groups and from their own table; a request must be admitted by all of them, so the
+strictest wins by itself. Two limits of one user that would count on the same counter (same
+scope, scope id, provider, model, unit and window) are folded into one: the smaller number.
+
+Counter keys: ``rl:{scope}:{scope id}:{provider or *}:{model or *}:{requests|tokens}``, the
+window kept by the store. The scope id is the user's name, the group's name (a ``scope =
+"group"`` limit of ``[groups.G]`` counts for G; one of ``[defaults]`` or ``[users.U]`` counts
+for each of the user's groups), or ``all`` for the gateway.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from llamakey.rules.models import ModelRules, compile_models
+
+WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
+"""Seconds of each `per`."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    """One ``rate_limits`` entry as written, and its TOML path
+    (``groups.research.rate_limits.0``)."""
+
+    unit: str  # "requests" | "tokens"
+    amount: int
+    per: str
+    scope: str
+    provider: str | None
+    model: str | None
+    reserve_output: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """One compiled limit of one user, its counter key resolved."""
+
+    key: str
+    unit: str
+    limit: int
+    seconds: int
+    per: str
+    provider: str | None
+    model: ModelRules | None
+    source: str
+    reserve_output: int
+
+    def applies(self, provider: str, model: str | None) -> bool:
+        if self.provider is not None and self.provider != provider:
+            return False
+        if self.model is not None:
+            return model is not None and self.model.allows(model)
+        return True
+
+    def describe(self) -> str:
+        return f"{self.limit} {self.unit} per {self.per} ({self.source})"
+
+
+def compile_limits(
+    user: str, groups: Sequence[str], specs: Iterable[tuple[LimitSpec, str | None]]
+) -> tuple[RateLimit, ...]:
+    """The limits of `user` (in `groups`) from `specs`: each with the group whose table it
+    came from (None for ``[defaults]`` and the user's own table)."""
+    folded: dict[tuple[str, int], RateLimit] = {}
+    for spec, from_group in specs:
+        if spec.scope == "user":
+            ids: Sequence[str] = (user,)
+        elif spec.scope == "gateway":
+            ids = ("all",)
+        else:
+            ids = (from_group,) if from_group is not None else groups
+        seconds = WINDOWS[spec.per]
+        for scope_id in ids:
+            key = (
+                f"rl:{spec.scope}:{scope_id}:{spec.provider or '*'}:{spec.model or '*'}:{spec.unit}"
+            )
+            limit = RateLimit(
+                key=key,
+                unit=spec.unit,
+                limit=spec.amount,
+                seconds=seconds,
+                per=spec.per,
+                provider=spec.provider,
+                model=compile_models((spec.model,)) if spec.model is not None else None,
+                source=spec.source,
+                reserve_output=spec.reserve_output,
+            )
+            found = folded.get((key, seconds))
+            if found is None or limit.limit < found.limit:
+                folded[(key, seconds)] = limit
+    return tuple(folded.values())
+
+
+_MAX_KEYS = ("max_tokens", "max_output_tokens", "max_completion_tokens")
+
+
+def estimate_tokens(body: bytes, reserve_output: int) -> int:
+    """What a request may take: its body's bytes / 4 for the input, plus the output it asks
+    for at most (``max_tokens``, ``max_output_tokens``, ``max_completion_tokens``, Gemini's
+    ``generationConfig.maxOutputTokens``), else `reserve_output`."""
+    output: int | None = None
+    if body[:1] in (b"{", b" ", b"\n", b"\r", b"\t"):
+        try:
+            value = json.loads(body)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            config = value.get("generationConfig")
+            candidates = [value.get(k) for k in _MAX_KEYS]
+            if isinstance(config, dict):
+                candidates.append(config.get("maxOutputTokens"))
+            for candidate in candidates:
+                if isinstance(candidate, int) and not isinstance(candidate, bool):
+                    output = max(output or 0, candidate)
+    return (len(body) + 3) // 4 + (output if output is not None else reserve_output)
