@@ -42,6 +42,8 @@ class Refusal(StrEnum):
     AMBIGUOUS_MODEL = "ambiguous_model"
     RATE_LIMITED = "rate_limited"
     STORE_UNAVAILABLE = "rules_store_unavailable"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    BUDGET_UNPRICED = "budget_unpriced_model"
 
 
 # status, OpenAI type, Anthropic type, Google status
@@ -78,6 +80,8 @@ STATUS: dict[Refusal, int] = {
     Refusal.MODEL_UNKNOWN: 400,
     Refusal.AMBIGUOUS_MODEL: 400,
     Refusal.RATE_LIMITED: 429,
+    Refusal.BUDGET_EXCEEDED: 429,
+    Refusal.BUDGET_UNPRICED: 403,
     Refusal.STORE_UNAVAILABLE: 503,
 }
 
@@ -129,12 +133,13 @@ def refusal_response(shape: ErrorShape, refusal: Refusal, message: str) -> http.
     return http.Response.make(status, body, headers)
 
 
-def set_retry_after(response: http.Response, seconds: float) -> None:
+def set_retry_after(response: http.Response, seconds: float, retry: bool | None = None) -> None:
     """Mark a rate-limit refusal with `Retry-After` (whole seconds, at least 1) and whether
-    retrying is worth it (`RETRY_WORTH_SECONDS`)."""
+    retrying is worth it (`retry`; by default `RETRY_WORTH_SECONDS`)."""
     wait = max(1, math.ceil(seconds))
     response.headers["retry-after"] = str(wait)
-    response.headers["x-should-retry"] = "true" if wait <= RETRY_WORTH_SECONDS else "false"
+    worth = wait <= RETRY_WORTH_SECONDS if retry is None else retry
+    response.headers["x-should-retry"] = "true" if worth else "false"
 
 
 def proxy_auth_required(message: str) -> http.Response:

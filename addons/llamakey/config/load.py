@@ -32,7 +32,7 @@ from llamakey.providers import (
     Provider,
     ProviderIndex,
 )
-from llamakey.rules import limits, policy
+from llamakey.rules import budgets, limits, policy
 from llamakey.rules.policy import UserPolicy
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -218,6 +218,8 @@ def _policies(file: ConfigFile, users_file: UsersFile) -> Mapping[str, UserPolic
     result: dict[str, UserPolicy] = {}
     default_limits = _limit_specs(file.defaults, "defaults")
     group_limits = {n: _limit_specs(t, f"groups.{n}") for n, t in file.groups.items()}
+    default_budgets = _budget_specs(file.defaults, "defaults")
+    group_budgets = {n: _budget_specs(t, f"groups.{n}") for n, t in file.groups.items()}
     for name, user in {**file.users, **users_file.users}.items():
         built = policy.build(
             _lists(user),
@@ -231,6 +233,12 @@ def _policies(file: ConfigFile, users_file: UsersFile) -> Mapping[str, UserPolic
         specs += [(s, None) for s in _limit_specs(user, f"users.{name}")]
         if specs:
             built = replace(built, rate_limits=limits.compile_limits(name, user.groups, specs))
+        costs: list[tuple[budgets.BudgetSpec, str | None]] = [(s, None) for s in default_budgets]
+        for group in dict.fromkeys(user.groups):
+            costs += [(s, group) for s in group_budgets.get(group, ())]
+        costs += [(s, None) for s in _budget_specs(user, f"users.{name}")]
+        if costs:
+            built = replace(built, budgets=budgets.compile_budgets(name, user.groups, costs))
         result[name] = built
     return result
 
@@ -251,6 +259,21 @@ def _limit_specs(table: PolicyTable, where: str) -> list[limits.LimitSpec]:
     ]
 
 
+def _budget_specs(table: PolicyTable, where: str) -> list[budgets.BudgetSpec]:
+    return [
+        budgets.BudgetSpec(
+            usd=entry.usd,
+            per=entry.per,
+            scope=entry.scope,
+            provider=entry.provider,
+            model=entry.model,
+            reserve_output=entry.reserve_output,
+            source=f"{where}.budgets.{position}",
+        )
+        for position, entry in enumerate(table.budgets)
+    ]
+
+
 def _check_policy_providers(
     file: ConfigFile, users_file: UsersFile, known: set[str], config_source: str, users_source: str
 ) -> None:
@@ -268,11 +291,15 @@ def _check_policy_providers(
                         f"{source}: {where}.{kind}.{provider}: unknown provider (expected one "
                         f"of {', '.join(sorted(known))})"
                     )
-        for position, entry in enumerate(table.rate_limits):
-            if entry.provider is not None and entry.provider not in known:
+        entries: list[tuple[str, int, str | None]] = [
+            ("rate_limits", i, e.provider) for i, e in enumerate(table.rate_limits)
+        ]
+        entries += [("budgets", i, e.provider) for i, e in enumerate(table.budgets)]
+        for kind, position, named in entries:
+            if named is not None and named not in known:
                 raise ConfigError(
-                    f"{source}: {where}.rate_limits.{position}.provider: unknown provider "
-                    f"{entry.provider!r} (expected one of {', '.join(sorted(known))})"
+                    f"{source}: {where}.{kind}.{position}.provider: unknown provider "
+                    f"{named!r} (expected one of {', '.join(sorted(known))})"
                 )
 
 

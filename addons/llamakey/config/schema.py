@@ -110,6 +110,19 @@ class RateLimitTable(_Strict):
         return self
 
 
+class BudgetTable(_Strict):
+    """One entry of ``budgets`` (README "Rules"): USD per UTC day, week (from Monday) or
+    calendar month, per user, group or the whole gateway, optionally for one provider or model."""
+
+    usd: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    per: Literal["day", "week", "month"]
+    scope: Literal["user", "group", "gateway"] = "user"
+    provider: Annotated[str, Field(min_length=1)] | None = None
+    model: ModelPatternText | None = None
+    reserve_output: Annotated[int, Field(ge=0)] = 1024
+    """Output tokens priced into the reservation when the request sets no ``max_tokens``."""
+
+
 class PolicyTable(_Strict):
     """The rules of `[defaults]`, `[groups.G]` and `[users.U]` (README "Rules"): allow-lists per
     provider. A list left out says nothing (the next level decides); an empty list allows none."""
@@ -120,6 +133,8 @@ class PolicyTable(_Strict):
     """Per provider: model glob patterns (`rules.models`)."""
     rate_limits: list[RateLimitTable] = []
     """Every applicable limit of every level applies (`rules.limits`)."""
+    budgets: list[BudgetTable] = []
+    """Every applicable budget of every level applies (`rules.budgets`)."""
 
 
 UserName = Annotated[str, Field(pattern=USER_NAME_PATTERN)]

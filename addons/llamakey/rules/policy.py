@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 
+from llamakey.rules.budgets import Budget
 from llamakey.rules.limits import RateLimit
 from llamakey.rules.models import ModelRules, compile_models
 from llamakey.rules.paths import EndpointPattern, EndpointRules, compile_endpoint
@@ -38,6 +39,8 @@ class UserPolicy:
     """Where each list came from, e.g. ``{"models.openai": "groups.research"}`` (messages)."""
     rate_limits: tuple[RateLimit, ...] = ()
     """Every rate limit that applies to the user, keys resolved (`rules.limits`)."""
+    budgets: tuple[Budget, ...] = ()
+    """Every budget that applies to the user, keys resolved (`rules.budgets`)."""
 
     @property
     def restricted(self) -> bool:

@@ -1,9 +1,10 @@
 """Authorize: the rules an authenticated request must pass before anything is written ahead or
-sent upstream: the endpoint and model allow-lists (README "Rules"; rate limits and budgets
-join here).
+sent upstream: the endpoint and model allow-lists (README "Rules"), the rate limits and the
+budgets.
 
-Rate limits run last, only for a request that passed every other rule and that a limit
-covers (`steps.ratelimit`): then `request` hands back an awaitable the dispatcher awaits.
+Rate limits and then budgets run last, only for a request that passed every other rule and
+that a limit or budget covers (`steps.ratelimit`): then `request` hands back an awaitable the
+dispatcher awaits.
 
 The user's policy was compiled when the configuration was loaded (`Settings.policies`); here
 it is only looked up and matched. Every request to a provider must have a canonical target
@@ -22,6 +23,7 @@ from mitmproxy import http
 from llamakey.flowstate import FlowState
 from llamakey.providers import ErrorShape
 from llamakey.refusals import Refusal, set_retry_after
+from llamakey.rules.budgets import Budget
 from llamakey.rules.limits import RateLimit
 from llamakey.rules.models import ModelKind, read_models
 from llamakey.rules.paths import canonical_problem
@@ -50,21 +52,25 @@ class Authorize:
             state.refuse(flow, shape, refusal, message)
             return None
         policy = settings.policies.get(state.user or "")
-        if policy is not None and policy.rate_limits:
+        if policy is not None and (policy.rate_limits or policy.budgets):
             provider = state.provider or ""
             applicable = [r for r in policy.rate_limits if r.applies(provider, state.model)]
-            if applicable:
-                return self._admit(flow, state, applicable)
+            budgets = [b for b in policy.budgets if b.applies(provider, state.model)]
+            if applicable or budgets:
+                return self._admit(flow, state, applicable, budgets)
         state.authorized = True
         return None
 
-    async def _admit(self, flow: http.HTTPFlow, state: FlowState, limits: list[RateLimit]) -> None:
-        """The rate limits, after every other rule (an awaitable only for a flow they cover)."""
-        why = await self.limits.admit(flow, state, limits)
+    async def _admit(
+        self, flow: http.HTTPFlow, state: FlowState, limits: list[RateLimit], budgets: list[Budget]
+    ) -> None:
+        """The rate limits, then the budgets, after every other rule (an awaitable only for a
+        flow they cover)."""
+        why = await self.limits.admit(flow, state, limits, budgets)
         if why is not None:
             state.refuse(flow, self._shape(state), why.refusal, why.message)
             if why.retry_after is not None and flow.response is not None:
-                set_retry_after(flow.response, why.retry_after)
+                set_retry_after(flow.response, why.retry_after, why.retry)
             return
         state.authorized = True
 

@@ -1,4 +1,5 @@
-"""Rate limits (README "Rules"): admission before a request goes upstream, settlement after.
+"""Rate limits and budgets (README "Rules"): admission before a request goes upstream,
+settlement after.
 
 `RateLimits` owns the counter store that `[state]` names (opened on first use, which connects
 nothing and blocks nothing; reopened when a reload changes `[state]`; closed on `done`) and
@@ -13,6 +14,15 @@ After the answer (`response` / `error`, registered after Settle, before the audi
 completed) a token limit settles to the real usage (`add` of real minus reserved); a flow
 whose usage is unknown keeps its reservation (the safe side). A flow refused after admission
 by a later step (the write-ahead row failed) never went upstream: all is given back.
+
+Budgets follow the same path, after the rate limits: each applicable budget reserves the
+request's worst-case cost (`worst_cost`: the input estimate and its ``max_tokens``, else the
+budget's ``reserve_output``, at the model's price with ``[prices]`` overrides) with
+`add_within` on its calendar window; a model with no known price is refused (403
+`budget_unpriced_model`), a spent budget with 429 `budget_exceeded` (`x-should-retry: false`,
+`Retry-After` until the window resets). After the answer the reservation settles to
+`state.cost_usd` (Settle ran before; an estimated usage counts too); an answer that could not
+be priced keeps its reservation.
 """
 
 from __future__ import annotations
@@ -20,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,20 +40,26 @@ from mitmproxy import http
 
 from llamakey.config.schema import StateTable
 from llamakey.flowstate import FlowState
+from llamakey.pricing import PriceOverride, cost_usd
 from llamakey.refusals import Refusal
+from llamakey.rules.budgets import Budget
 from llamakey.rules.limits import RateLimit, estimate_tokens
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
 from llamakey.store import ClosableCounterStore, StoreUnavailable, Window, open_store
+from llamakey.usage import Usage
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class Reservation:
-    """What one admitted flow added to one counter."""
+    """What one admitted flow added to one counter: `unit` is ``requests``, ``tokens`` or
+    ``usd`` (a budget)."""
 
-    limit: RateLimit
+    key: str
+    window: Window
+    unit: str
     amount: float
 
 
@@ -51,6 +68,8 @@ class LimitRefusal:
     refusal: Refusal
     message: str
     retry_after: float | None = None
+    retry: bool | None = None
+    """Whether retrying after `retry_after` can help (None: decided by the wait; a budget: no)."""
 
 
 class RateLimits:
@@ -66,6 +85,8 @@ class RateLimits:
             weakref.WeakKeyDictionary()
         )
         self._closing: set[object] = set()
+        self._overrides: dict[str, PriceOverride] = {}
+        self._overrides_from: object = None
 
     def store(self) -> ClosableCounterStore:
         settings = self.state.settings
@@ -90,10 +111,45 @@ class RateLimits:
         settings = self.state.settings
         return settings is not None and settings.file.state.on_store_error == "allow"
 
+    def overrides(self) -> dict[str, PriceOverride]:
+        """``[prices]`` as `pricing.cost_usd` takes them, rebuilt only after a reload."""
+        settings = self.state.settings
+        prices = settings.file.prices if settings else {}
+        if prices is not self._overrides_from:
+            self._overrides = {
+                model: PriceOverride(
+                    p.input_per_mtok,
+                    p.output_per_mtok,
+                    p.cache_read_per_mtok,
+                    p.cache_write_per_mtok,
+                )
+                for model, p in prices.items()
+            }
+            self._overrides_from = prices
+        return self._overrides
+
+    def worst_cost(self, state: FlowState, body: bytes, reserve_output: int) -> float | None:
+        """The most a request may cost: its input estimate (body bytes / 4) and the output it
+        asks for at most (else `reserve_output`), at the model's price; None when unpriced."""
+        if state.model is None:
+            return 0.0  # no model (a listing, a file): nothing to price before; settled after
+        total = estimate_tokens(body, reserve_output)
+        given = (len(body) + 3) // 4
+        probe = Usage(input_tokens=given, output_tokens=total - given, model=state.model)
+        cost = cost_usd(
+            self.state.provider_entry(state), state.model, probe, overrides=self.overrides()
+        )
+        return float(cost) if cost is not None else None
+
     async def admit(
-        self, flow: http.HTTPFlow, state: FlowState, limits: list[RateLimit]
+        self,
+        flow: http.HTTPFlow,
+        state: FlowState,
+        limits: Sequence[RateLimit],
+        budgets: Sequence[Budget] = (),
     ) -> LimitRefusal | None:
-        """Admit `flow` against every limit in `limits` (all apply to it), or say why not."""
+        """Admit `flow` against every limit in `limits` and every budget in `budgets` (all
+        apply to it), or say why not."""
         store = self.store()
         body: bytes | None = None
         taken: list[Reservation] = []
@@ -116,7 +172,35 @@ class RateLimits:
                         f"{max(1, round(admission.retry_after))} s",
                         admission.retry_after,
                     )
-                taken.append(Reservation(limit, amount))
+                taken.append(Reservation(limit.key, window, limit.unit, amount))
+            costs: dict[int, float | None] = {}
+            for budget in budgets:
+                if body is None:
+                    body = flow.request.raw_content or b""
+                if budget.reserve_output not in costs:
+                    costs[budget.reserve_output] = self.worst_cost(
+                        state, body, budget.reserve_output
+                    )
+                cost = costs[budget.reserve_output]
+                if cost is None:
+                    await self._give_back(store, taken)
+                    return LimitRefusal(
+                        Refusal.BUDGET_UNPRICED,
+                        f'no price known for {state.model}: set [prices."{state.model}"] to '
+                        f"use it under a budget ({budget.source})",
+                    )
+                admission = await store.add_within(budget.key, cost, budget.usd, budget.window)
+                if not admission.admitted:
+                    await self._give_back(store, taken)
+                    now = time.time()
+                    return LimitRefusal(
+                        Refusal.BUDGET_EXCEEDED,
+                        f"{state.user}: {budget.describe()} is spent; resets "
+                        f"{budget.resets_at(now)}",
+                        admission.retry_after,
+                        retry=False,
+                    )
+                taken.append(Reservation(budget.key, budget.window, "usd", cost))
         except StoreUnavailable as error:
             if self._allow_on_error():
                 log.warning(
@@ -140,8 +224,7 @@ class RateLimits:
     @staticmethod
     async def _give_back(store: ClosableCounterStore, taken: list[Reservation]) -> None:
         for reservation in taken:
-            limit = reservation.limit
-            await store.add(limit.key, -reservation.amount, Window(limit.seconds))
+            await store.add(reservation.key, -reservation.amount, reservation.window)
 
     async def settle(self, flow: http.HTTPFlow) -> None:
         taken = self.reservations.pop(flow, None)
@@ -162,10 +245,16 @@ class RateLimits:
                 + (usage.cache_read_tokens or 0)
                 + (usage.cache_write_tokens or 0)
             )
+            cost = state.cost_usd  # Settle ran before: the real cost (estimated usage too)
             for reservation in taken:
-                limit = reservation.limit
-                if limit.unit == "tokens" and real != reservation.amount:
-                    await store.add(limit.key, real - reservation.amount, Window(limit.seconds))
+                if reservation.unit == "tokens":
+                    spent: float | None = real
+                elif reservation.unit == "usd":
+                    spent = cost  # unpriced after all: the reservation stays
+                else:
+                    continue
+                if spent is not None and spent != reservation.amount:
+                    await store.add(reservation.key, spent - reservation.amount, reservation.window)
         except StoreUnavailable as error:
             log.error("LlaMaKey: rate-limit usage not settled (store unavailable): %s", error)
 

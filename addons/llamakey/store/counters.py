@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 MICRO = 1_000_000
@@ -46,23 +47,59 @@ def from_micros(micros: int) -> float:
     return micros / MICRO
 
 
+WEEK_OFFSET = 4 * 86400
+"""The epoch (1970-01-01) was a Thursday: weeks start 4 days later, on a Monday 00:00 UTC."""
+
+MONTH_SECONDS = 31 * 86400
+"""The nominal length of a calendar-month window: what stores key it by (the longest month, so
+a store that drops ended windows by ``start + seconds`` never drops a live one)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A fixed window of `seconds`, aligned to the epoch (so every proxy agrees on its start)."""
+    """A fixed window of `seconds`, aligned to the epoch (so every proxy agrees on its start),
+    shifted by `offset` seconds (a week from Monday 00:00 UTC: `Window.week()`); or, with
+    `monthly`, the calendar month in UTC (`Window.month()`, `seconds` nominal).
+
+    Stores need only `start`, `resets_in` and `seconds` (part of a counter's identity)."""
 
     seconds: int
+    offset: int = 0
+    monthly: bool = False
 
     def __post_init__(self) -> None:
         if self.seconds <= 0:
             raise ValueError(f"a window lasts at least one second, got {self.seconds}")
 
+    @classmethod
+    def week(cls) -> Window:
+        """Monday 00:00 UTC to the next Monday."""
+        return cls(7 * 86400, WEEK_OFFSET)
+
+    @classmethod
+    def month(cls) -> Window:
+        """The calendar month in UTC."""
+        return cls(MONTH_SECONDS, 0, True)
+
     def start(self, now: float) -> int:
         """Epoch second at which the window holding `now` began."""
-        return int(now) - int(now) % self.seconds
+        if self.monthly:
+            day = datetime.fromtimestamp(int(now), UTC)
+            return int(datetime(day.year, day.month, 1, tzinfo=UTC).timestamp())
+        second = int(now)
+        return second - (second - self.offset) % self.seconds
+
+    def end(self, now: float) -> int:
+        """Epoch second at which the window holding `now` ends (the next one begins)."""
+        if self.monthly:
+            day = datetime.fromtimestamp(int(now), UTC)
+            year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+            return int(datetime(year, month, 1, tzinfo=UTC).timestamp())
+        return self.start(now) + self.seconds
 
     def resets_in(self, now: float) -> float:
         """Seconds from `now` until the next window begins."""
-        return self.start(now) + self.seconds - now
+        return self.end(now) - now
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,97 @@
+"""Budgets in USD: per user, group or gateway, over a UTC day, week (from Monday) or month.
+
+The same design as the rate limits (`rules.limits`): compiled once per configuration load into
+each user's `UserPolicy.budgets` with their counter keys resolved; every applicable budget
+applies (so the strictest wins); two budgets of one user on the same counter fold into one,
+the smaller amount. Counter keys: ``bg:{scope}:{scope id}:{provider or *}:{model or *}:usd``,
+in the store of ``[state]`` (`steps.ratelimit` reserves and settles them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from llamakey.rules.models import ModelRules, compile_models
+from llamakey.store import Window
+
+PERIODS: dict[str, Window] = {
+    "day": Window(86400),
+    "week": Window.week(),
+    "month": Window.month(),
+}
+"""The window of each `per`."""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSpec:
+    """One ``budgets`` entry as written, and its TOML path (``defaults.budgets.0``)."""
+
+    usd: float
+    per: str
+    scope: str
+    provider: str | None
+    model: str | None
+    reserve_output: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One compiled budget of one user, its counter key resolved."""
+
+    key: str
+    usd: float
+    per: str
+    window: Window
+    provider: str | None
+    model: ModelRules | None
+    source: str
+    reserve_output: int
+
+    def applies(self, provider: str, model: str | None) -> bool:
+        if self.provider is not None and self.provider != provider:
+            return False
+        if self.model is not None:
+            return model is not None and self.model.allows(model)
+        return True
+
+    def describe(self) -> str:
+        return f"${self.usd:.2f} per {self.per} ({self.source})"
+
+    def resets_at(self, now: float) -> str:
+        """When the current window ends, ``2026-12-02T00:00:00Z``."""
+        end = datetime.fromtimestamp(self.window.end(now), UTC)
+        return end.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def compile_budgets(
+    user: str, groups: Sequence[str], specs: Iterable[tuple[BudgetSpec, str | None]]
+) -> tuple[Budget, ...]:
+    """The budgets of `user` (in `groups`) from `specs`: each with the group whose table it
+    came from (None for ``[defaults]`` and the user's own table)."""
+    folded: dict[tuple[str, str], Budget] = {}
+    for spec, from_group in specs:
+        if spec.scope == "user":
+            ids: Sequence[str] = (user,)
+        elif spec.scope == "gateway":
+            ids = ("all",)
+        else:
+            ids = (from_group,) if from_group is not None else groups
+        for scope_id in ids:
+            key = f"bg:{spec.scope}:{scope_id}:{spec.provider or '*'}:{spec.model or '*'}:usd"
+            budget = Budget(
+                key=key,
+                usd=spec.usd,
+                per=spec.per,
+                window=PERIODS[spec.per],
+                provider=spec.provider,
+                model=compile_models((spec.model,)) if spec.model is not None else None,
+                source=spec.source,
+                reserve_output=spec.reserve_output,
+            )
+            found = folded.get((key, spec.per))
+            if found is None or budget.usd < found.usd:
+                folded[(key, spec.per)] = budget
+    return tuple(folded.values())
