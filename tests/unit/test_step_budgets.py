@@ -52,7 +52,7 @@ def setup(
     d["prices"] = PRICES if prices is None else prices
     state = make_state(d)
     store = store if store is not None else MemoryCounterStore(lambda: NOW)
-    rate = RateLimits(state, store)
+    rate = RateLimits(state, store, clock=lambda: NOW)
     return state, Authorize(state, rate), rate, store
 
 
@@ -223,3 +223,18 @@ async def test_store_unavailable_fails_closed_unless_allowed() -> None:
     state, authorize, _, _ = setup([{"usd": 25.0, "per": "day"}], DownStore(), "allow")
     f = await call(state, authorize, body())
     assert f.response is None and state.flows(f).authorized
+
+
+async def test_a_budget_about_to_reset_still_says_not_worth_retrying() -> None:
+    d = copy.deepcopy(config_data())
+    d["defaults"] = {"budgets": [{"usd": 0.01, "per": "day"}]}
+    d["prices"] = PRICES
+    state = make_state(d)
+    just_before = datetime(2026, 12, 1, 23, 59, 30, tzinfo=UTC).timestamp()
+    authorize = Authorize(
+        state, RateLimits(state, MemoryCounterStore(lambda: just_before), lambda: just_before)
+    )
+    f = await call(state, authorize, body(1000))
+    assert f.response is not None and f.response.headers["retry-after"] == "30"
+    assert f.response.headers["x-should-retry"] == "false"
+    assert "resets 2026-12-02T00:00:00Z" in (f.response.text or "")

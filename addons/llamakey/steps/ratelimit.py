@@ -32,7 +32,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +75,14 @@ class LimitRefusal:
 class RateLimits:
     """The counter store and the reservations of flows in flight."""
 
-    def __init__(self, state: GatewayState, store: ClosableCounterStore | None = None) -> None:
+    def __init__(
+        self,
+        state: GatewayState,
+        store: ClosableCounterStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.state = state
+        self._clock = clock  # the reset time a budget refusal names (the store's clock)
         self._store = store
         self._given = store is not None  # a test's store is never replaced
         self._state_table: StateTable | None = None
@@ -192,7 +198,7 @@ class RateLimits:
                 admission = await store.add_within(budget.key, cost, budget.usd, budget.window)
                 if not admission.admitted:
                     await self._give_back(store, taken)
-                    now = time.time()
+                    now = self._clock()
                     return LimitRefusal(
                         Refusal.BUDGET_EXCEEDED,
                         f"{state.user}: {budget.describe()} is spent; resets "
