@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from llamakey.rules.models import ModelRules, compile_models
+from llamakey.rules.limits import model_rules, scope_ids, targets
+from llamakey.rules.models import ModelRules
 from llamakey.store import Window
 
 PERIODS: dict[str, Window] = {
@@ -51,11 +52,7 @@ class Budget:
     reserve_output: int
 
     def applies(self, provider: str, model: str | None) -> bool:
-        if self.provider is not None and self.provider != provider:
-            return False
-        if self.model is not None:
-            return model is not None and self.model.allows(model)
-        return True
+        return targets(self.provider, self.model, provider, model)
 
     def describe(self) -> str:
         return f"${self.usd:.2f} per {self.per} ({self.source})"
@@ -73,13 +70,7 @@ def compile_budgets(
     came from (None for ``[defaults]`` and the user's own table)."""
     folded: dict[tuple[str, str], Budget] = {}
     for spec, from_group in specs:
-        if spec.scope == "user":
-            ids: Sequence[str] = (user,)
-        elif spec.scope == "gateway":
-            ids = ("all",)
-        else:
-            ids = (from_group,) if from_group is not None else groups
-        for scope_id in ids:
+        for scope_id in scope_ids(spec.scope, user, groups, from_group):
             key = f"bg:{spec.scope}:{scope_id}:{spec.provider or '*'}:{spec.model or '*'}:usd"
             budget = Budget(
                 key=key,
@@ -87,7 +78,7 @@ def compile_budgets(
                 per=spec.per,
                 window=PERIODS[spec.per],
                 provider=spec.provider,
-                model=compile_models((spec.model,)) if spec.model is not None else None,
+                model=model_rules(spec.model),
                 source=spec.source,
                 reserve_output=spec.reserve_output,
             )

@@ -56,14 +56,39 @@ class RateLimit:
     reserve_output: int
 
     def applies(self, provider: str, model: str | None) -> bool:
-        if self.provider is not None and self.provider != provider:
-            return False
-        if self.model is not None:
-            return model is not None and self.model.allows(model)
-        return True
+        return targets(self.provider, self.model, provider, model)
 
     def describe(self) -> str:
         return f"{self.limit} {self.unit} per {self.per} ({self.source})"
+
+
+def targets(
+    provider_wanted: str | None, models: ModelRules | None, provider: str, model: str | None
+) -> bool:
+    """Whether a limit (or budget) on `provider_wanted` and `models` counts this request; a
+    limit on models does not count a request whose model cannot be read."""
+    if provider_wanted is not None and provider_wanted != provider:
+        return False
+    if models is not None:
+        return model is not None and models.allows(model)
+    return True
+
+
+def scope_ids(
+    scope: str, user: str, groups: Sequence[str], from_group: str | None
+) -> Sequence[str]:
+    """Whose counters a limit (or budget) of `scope` counts on: the user's; the gateway's
+    (``all``); or the group whose table set it, else (set on ``[defaults]`` or the user's own
+    table) each of the user's groups."""
+    if scope == "user":
+        return (user,)
+    if scope == "gateway":
+        return ("all",)
+    return (from_group,) if from_group is not None else groups
+
+
+def model_rules(pattern: str | None) -> ModelRules | None:
+    return compile_models((pattern,)) if pattern is not None else None
 
 
 def compile_limits(
@@ -73,14 +98,8 @@ def compile_limits(
     came from (None for ``[defaults]`` and the user's own table)."""
     folded: dict[tuple[str, int], RateLimit] = {}
     for spec, from_group in specs:
-        if spec.scope == "user":
-            ids: Sequence[str] = (user,)
-        elif spec.scope == "gateway":
-            ids = ("all",)
-        else:
-            ids = (from_group,) if from_group is not None else groups
         seconds = WINDOWS[spec.per]
-        for scope_id in ids:
+        for scope_id in scope_ids(spec.scope, user, groups, from_group):
             key = (
                 f"rl:{spec.scope}:{scope_id}:{spec.provider or '*'}:{spec.model or '*'}:{spec.unit}"
             )
@@ -91,7 +110,7 @@ def compile_limits(
                 seconds=seconds,
                 per=spec.per,
                 provider=spec.provider,
-                model=compile_models((spec.model,)) if spec.model is not None else None,
+                model=model_rules(spec.model),
                 source=spec.source,
                 reserve_output=spec.reserve_output,
             )
