@@ -51,6 +51,22 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0
         time.sleep(0.05)
 
 
+def mitmdump_command(gateway: Gateway, *args: str) -> list[str]:
+    """`mitmdump -s addons/entry.py` on `gateway`'s config and certs, plus `args`."""
+    entry = Path(__file__).resolve().parents[1] / "addons" / "entry.py"
+    certs = gateway.workdir / "certs"
+    return [
+        str(VENV_BIN / "mitmdump"),
+        "-s",
+        str(entry),
+        "--set",
+        f"lmk_config={gateway.config}",
+        "--set",
+        f"confdir={certs}",
+        *args,
+    ]
+
+
 def run_lmk(
     config: Path, *args: str, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.conftest import make_gateway
 from tests.e2e.raw_clients import call_openai, san_names, served_leaf
-from tests.harness import REAL_KEYS, VENV_BIN, Gateway, free_port, wait_until
+from tests.harness import REAL_KEYS, Gateway, free_port, mitmdump_command, wait_until
 from tests.mock_upstream import MockUpstream
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,21 +101,7 @@ def test_plain_mitmdump_with_entry_script(tmp_path: Path, mock: MockUpstream) ->
     made_by_test.add(log)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                str(VENV_BIN / "mitmdump"),
-                "-s",
-                str(REPO / "addons" / "entry.py"),
-                "--set",
-                f"lmk_config={gw.config}",
-                "--set",
-                f"confdir={tmp_path / 'certs'}",
-                "--listen-host",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-w",
-                str(saved),
-            ],
+            mitmdump_command(gw, "--listen-host", "127.0.0.1", "-p", str(port), "-w", str(saved)),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=gw.environment(),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_gateway
-from tests.harness import REAL_KEYS, VENV_BIN, Gateway, free_port, run_client
+from tests.harness import REAL_KEYS, Gateway, free_port, mitmdump_command, run_client
 from tests.mock_upstream import MockUpstream
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,21 +133,9 @@ def test_plain_mitmdump_with_entry_script(tmp_path: Path, mock: MockUpstream) ->
     log = tmp_path / "mitmdump.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                str(VENV_BIN / "mitmdump"),
-                "-s",
-                str(REPO / "addons" / "entry.py"),
-                "--set",
-                f"lmk_config={gw.config}",
-                "--set",
-                f"confdir={tmp_path / 'certs'}",
-                "--listen-host",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-w",
-                str(tmp_path / "flows"),
-            ],
+            mitmdump_command(
+                gw, "--listen-host", "127.0.0.1", "-p", str(port), "-w", str(tmp_path / "flows")
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=gw.environment(),
@@ -180,18 +168,7 @@ def test_plain_mitmdump_refuses_another_listen_address_than_the_configs(
     """mitmdump alone listens on *:8080: it stops, naming the flags for the config's address."""
     gw = make_gateway(tmp_path, mock)
     result = subprocess.run(
-        [
-            str(VENV_BIN / "mitmdump"),
-            "-s",
-            str(REPO / "addons" / "entry.py"),
-            "--set",
-            f"lmk_config={gw.config}",
-            "--set",
-            f"confdir={tmp_path / 'certs'}",
-            *where,
-            "-p",
-            str(free_port()),
-        ],
+        mitmdump_command(gw, *where, "-p", str(free_port())),
         capture_output=True,
         text=True,
         env=gw.environment(),
