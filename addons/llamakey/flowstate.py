@@ -61,6 +61,8 @@ class FlowState:
     client_disconnected: bool = False
     usage: Usage | None = None
     cost_usd: float | None = None
+    # routing (README "Model catalogue and routing")
+    deployment: str | None = None  # the catalogue deployment that served, by its name
 
     def refuse(
         self, flow: http.HTTPFlow, shape: ErrorShape, refusal: Refusal, message: str
