@@ -26,7 +26,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             f" via {resolved.connect_to[0]}:{resolved.connect_to[1]}" if resolved.connect_to else ""
         )
         print(f"  {name:<12} {', '.join(resolved.provider.hosts)}: {status}{via}{legacy}")
-    users = settings.users_by_hash.values()
+    users = settings.users.values()
     active = sum(1 for u in users if not u.disabled)
     print(
         f"users: {len(users)} ({active} active; users file {settings.users_path}); "

@@ -212,7 +212,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     now = datetime.now(UTC)
     rows = [("NAME", "GROUPS", "STATUS", "EXPIRES")]
-    for user in sorted(settings.users_by_hash.values(), key=lambda u: u.name):
+    for user in sorted(settings.users.values(), key=lambda u: u.name):
         rows.append(
             (
                 user.name,
@@ -233,7 +233,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def _user_named(settings: config.Settings, name: str) -> config.User | None:
-    return next((u for u in settings.users_by_hash.values() if u.name == name), None)
+    return settings.users.get(name)
 
 
 def _day(moment: date | datetime) -> str:
