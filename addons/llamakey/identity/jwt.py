@@ -32,6 +32,7 @@ import certifi
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from llamakey import credentials
 from llamakey.config import ConfigFile, JwtTable, Settings, User, policy_of
 from llamakey.config.load import JwtPublicKey as PublicKey
 from llamakey.identity.outcome import Outcome, refused
@@ -40,15 +41,10 @@ from llamakey.rules.policy import UserPolicy
 
 log = logging.getLogger(__name__)
 
-# Three base64url parts, the header's JSON starting with '{"' ("eyJ"). Only such a value is
-# tried as a JWT; anything else is left to the master keys.
-JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-JWT_MARKER = "jwt..."
 # A claim value that names an identity no user names becomes the audit row's user as
 # ``jwt:VALUE``: the colon keeps it apart from every user name, and the characters keep it
 # one token in counter keys, log lines and report rows.
 _SYNTHETIC_VALUE = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
-_MAX_TOKEN = 16 * 1024
 _MAX_JWKS_BYTES = 1024 * 1024
 _MAX_GROUPS = 256
 _POLICY_CACHE = 4096
@@ -61,14 +57,8 @@ _FAMILY: dict[str, type[Any]] = {
 }
 
 
-def looks_like_jwt(value: str) -> bool:
-    return len(value) <= _MAX_TOKEN and JWT_SHAPE.fullmatch(value) is not None
-
-
-def marker(user: str | None) -> str:
-    """What stands in for a JWT wherever a flow is shown: ``jwt... (alice)``. No part of the
-    token is in it (a token's tail is its signature, and its head is the same for everyone)."""
-    return f"{JWT_MARKER} ({user or 'unknown'})"
+looks_like_jwt = credentials.is_jwt_shaped
+marker = credentials.jwt_marker
 
 
 class JwksUnavailable(Exception):
