@@ -104,11 +104,12 @@ def tampered(token: str, **changes: Any) -> str:
 
 @dataclass
 class JwksServer:
-    """Serves ``GET /keys`` (the JWK set of `keys`) on a free loopback port; counts fetches;
-    `delay` seconds before each answer."""
+    """Serves ``GET /keys`` (the JWK set of `keys`) on a free loopback port and counts
+    fetches; while `gate` is an unset Event, each answer waits for it (a slow identity
+    provider, released by the test)."""
 
     keys: list[SigningKey]
-    delay: float = 0.0
+    gate: threading.Event | None = None
     fetches: int = 0
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
 
@@ -123,8 +124,8 @@ class JwksServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.fetches += 1
-                if owner.delay:
-                    time.sleep(owner.delay)
+                if owner.gate is not None:
+                    owner.gate.wait(30)
                 body = json.dumps({"keys": [k.jwk() for k in owner.keys]}).encode()
                 self.send_response(200 if self.path == "/keys" else 404)
                 self.send_header("content-type", "application/json")

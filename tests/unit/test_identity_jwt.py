@@ -5,6 +5,7 @@ identities no user names, groups from the token; and the `[jwt]` table's refusal
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from llamakey import config
 from llamakey.identity import JwtIdentities, Outcome
 from llamakey.refusals import Refusal
+from tests.harness import wait_until
 from tests.jwks_server import AUDIENCE, ISSUER, JwksServer, SigningKey, claims
 
 RSA = SigningKey.rsa("rsa-1")
@@ -124,13 +126,18 @@ def test_unknown_kids_fetch_the_set_at_most_once_per_interval(
 
 
 def test_waiting_tokens_share_one_fetch(tmp_path: Path, jwks: JwksServer) -> None:
-    jwks.delay = 0.3
+    jwks.gate = threading.Event()  # the identity provider answers when the test says
     ids = identities(tmp_path, jwks_url=jwks.url)
 
     async def together() -> list[Outcome]:
         tokens = [RSA.sign(claims("oid-carol")) for _ in range(10)]
         assert all(ids.check(t) is None for t in tokens)
-        return await asyncio.gather(*(ids.check_after_fetch(t) for t in tokens))
+        waiting = asyncio.gather(*(ids.check_after_fetch(t) for t in tokens))
+        await asyncio.to_thread(wait_until, lambda: jwks.fetches >= 1, "the JWKS fetch")
+        assert all(ids.check(t) is None for t in tokens)  # still waiting for the same fetch
+        assert jwks.gate is not None
+        jwks.gate.set()
+        return await waiting
 
     assert all(o.user is not None for o in asyncio.run(together()))
     assert jwks.fetches == 1
