@@ -223,3 +223,21 @@ def test_a_user_needs_a_key_or_a_jwt_subject_and_each_is_one_users(tmp_path: Pat
     )
     with pytest.raises(config.ConfigError, match=r"same JWT identity as users\.carol"):
         config.resolve(config.parse({}), tmp_path / "lmk_config.toml", users)
+
+
+def test_a_remembered_token_still_expires_and_dies_with_its_key(
+    tmp_path: Path, jwks: JwksServer
+) -> None:
+    ids = identities(tmp_path, jwks_url=jwks.url, jwks_refresh_seconds=0, leeway_seconds=0)
+    brief = RSA.sign(claims("oid-carol", exp=int(time.time()) + 2))
+    assert check(ids, brief).user is not None
+    assert check(ids, brief).user is not None  # remembered
+    wait_until(lambda: check(ids, brief).refusal is Refusal.INVALID_JWT, "the token's expiry")
+
+    token = RSA.sign(claims("oid-carol", jti="kept"))
+    assert check(ids, token).user is not None
+    jwks.keys = [EC]  # the identity provider withdraws the RSA key
+    ghost = SigningKey("ghost", "RS256", RSA.private).sign(claims("oid-carol"))
+    assert check(ids, ghost).refusal is Refusal.INVALID_JWT  # the set is fetched again
+    found = check(ids, token)
+    assert found.refusal is Refusal.INVALID_JWT and "kid" in found.message

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -48,6 +49,12 @@ _SYNTHETIC_VALUE = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
 _MAX_JWKS_BYTES = 1024 * 1024
 _MAX_GROUPS = 256
 _POLICY_CACHE = 4096
+_VERIFIED_CACHE = 16384
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
 
 _FAMILY: dict[str, type[Any]] = {
     "RS": rsa.RSAPublicKey,
@@ -91,8 +98,13 @@ class StaticKey:
     def key_algorithm(self, kid: str | None) -> str | None:
         return None
 
+    generation = 0
+
     def must_fetch(self, kid: str | None) -> bool:
         return False
+
+    def refresh_if_stale(self) -> None:
+        return None
 
     async def fetch(self) -> None:
         return None
@@ -125,6 +137,7 @@ class RemoteKeySet:
         self._pending: asyncio.Future[None] | None = None
         self._context: ssl.SSLContext | None = None
         self.fetches = 0  # how many times the URL was fetched (tests, logs)
+        self.generation = 0  # one more for each key set fetched: older verdicts are void
 
     def same_source(self, table: JwtTable, ca: Path | None) -> bool:
         return self.url == table.jwks_url and self.ca == ca
@@ -152,11 +165,21 @@ class RemoteKeySet:
             return may_try
         if self.lookup(kid) is None:
             return may_try
-        if now - self._fetched_at >= self.cache_seconds and may_try:
-            # The stale set serves meanwhile. No event loop (a direct call): the next request.
-            with contextlib.suppress(RuntimeError):
-                self._start()
+        self.refresh_if_stale()
         return False
+
+    def refresh_if_stale(self) -> None:
+        """Start fetching the set in the background when it is older than `cache_seconds`
+        (the stale set serves meanwhile)."""
+        now = self._clock()
+        if (
+            self._pending is None
+            and self._fetched_at is not None
+            and now - self._fetched_at >= self.cache_seconds
+            and (self._attempted_at is None or now - self._attempted_at >= self.refresh_seconds)
+        ):
+            with contextlib.suppress(RuntimeError):  # no event loop (a direct call)
+                self._start()
 
     def _start(self) -> asyncio.Future[None]:
         if self._pending is None:
@@ -180,6 +203,7 @@ class RemoteKeySet:
             self._pending = None
         self._keys, self._algorithms = keys, algorithms
         self._fetched_at = self._clock()
+        self.generation += 1
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._context is None:
@@ -247,6 +271,7 @@ class JwtIdentities:
         self._users: Mapping[str, User] = settings.users_by_subject
         self._own_tables = {**settings.file.users, **settings.users_file.users}
         self._policies: dict[tuple[str, tuple[str, ...]], UserPolicy] = {}
+        self._verified: dict[bytes, tuple[float, int, Outcome]] = {}
 
     @classmethod
     def of(cls, settings: Settings, before: JwtIdentities | None) -> JwtIdentities | None:
@@ -281,6 +306,12 @@ class JwtIdentities:
     def check(self, token: str) -> Outcome | None:
         """The outcome of `token` from the keys at hand; None when they must be fetched first
         (then `check_after_fetch`)."""
+        remembered = self._verified.get(_digest(token))
+        if remembered is not None:
+            until, generation, outcome = remembered
+            if time.time() < until and generation == self.keys.generation:
+                self.keys.refresh_if_stale()
+                return outcome
         header = self._header(token)
         if isinstance(header, Outcome):
             return header
@@ -350,7 +381,19 @@ class JwtIdentities:
             return refused(Refusal.INVALID_JWT, f"the JWT has no {error.claim!r} claim")
         except jwt.PyJWTError:
             return refused(Refusal.INVALID_JWT, "the JWT's signature does not verify")
-        return self._identity(claims)
+        outcome = self._identity(claims)
+        if outcome.user is not None:
+            self._remember(token, claims, outcome)
+        return outcome
+
+    def _remember(self, token: str, claims: Mapping[str, Any], outcome: Outcome) -> None:
+        """Keep the verdict on a token that passed (by its SHA-256, never the token) until it
+        expires or the key set changes: a client sends the same token for an hour, and
+        verifying it again each time costs a few hundred microseconds of the event loop."""
+        if len(self._verified) >= _VERIFIED_CACHE:
+            self._verified.clear()
+        until = float(claims["exp"]) + self.table.leeway_seconds
+        self._verified[_digest(token)] = (until, self.keys.generation, outcome)
 
     def _identity(self, claims: Mapping[str, Any]) -> Outcome:
         """The user the verified claims name, with the groups the token adds."""
