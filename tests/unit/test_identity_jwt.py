@@ -18,7 +18,7 @@ from llamakey import config
 from llamakey.identity import JwtIdentities, Outcome
 from llamakey.refusals import Refusal
 from tests.harness import wait_until
-from tests.jwks_server import AUDIENCE, ISSUER, JwksServer, SigningKey, claims
+from tests.jwks_server import AUDIENCE, ISSUER, JwksServer, SigningKey, claims, tampered
 
 RSA = SigningKey.rsa("rsa-1")
 EC = SigningKey.ec("ec-1")
@@ -79,6 +79,9 @@ def test_valid_rs256_and_es256_tokens_name_their_user(tmp_path: Path, jwks: Jwks
     [
         (RSA.sign(claims("oid-carol", exp=1_000_000)), "expired"),
         (RSA.sign(claims("oid-carol", nbf=4_000_000_000)), "not valid yet"),
+        (RSA.sign(claims("oid-carol", iat=4_000_000_000)), "not valid yet"),
+        (RSA.sign(claims("oid-carol", exp="soon")), "malformed"),
+        (tampered(RSA.sign(claims("oid-dave")), oid="oid-carol"), "signature does not verify"),
         (RSA.sign(claims("oid-carol", iss="https://evil.example/")), "issuer"),
         (RSA.sign(claims("oid-carol", aud="api://other")), "audience"),
         (RSA.sign(claims("oid-carol", exp=None)), "'exp'"),
@@ -87,7 +90,20 @@ def test_valid_rs256_and_es256_tokens_name_their_user(tmp_path: Path, jwks: Jwks
         (SigningKey("rsa-1", "ES256", EC.private).sign(claims("oid-carol")), "not its key's"),
         (SigningKey("ghost", "RS256", RSA.private).sign(claims("oid-carol")), "kid"),
     ],
-    ids=["expired", "nbf", "issuer", "audience", "no-exp", "no-oid", "rs384", "alg-swap", "kid"],
+    ids=[
+        "expired",
+        "nbf",
+        "iat",
+        "exp-text",
+        "tampered",
+        "issuer",
+        "audience",
+        "no-exp",
+        "no-oid",
+        "rs384",
+        "alg-swap",
+        "kid",
+    ],
 )
 def test_a_bad_token_is_refused(tmp_path: Path, jwks: JwksServer, token: str, why: str) -> None:
     found = check(identities(tmp_path, jwks_url=jwks.url), token)

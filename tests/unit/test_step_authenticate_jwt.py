@@ -32,9 +32,9 @@ from tests.unit.test_step_authenticate import CARRIER_CASES
 EC = SigningKey.ec("ec-unit")
 
 
-def jwt_state(tmp_path: Path, **jwt: Any) -> GatewayState:
+def jwt_state(tmp_path: Path, proxy_auth: bool = False, **jwt: Any) -> GatewayState:
     (tmp_path / "idp.pem").write_bytes(EC.public_pem())
-    data = config_data()
+    data = config_data(proxy_auth=proxy_auth)
     data["jwt"] = {
         "issuer": ISSUER,
         "audience": [AUDIENCE],
@@ -142,3 +142,31 @@ async def test_master_keys_work_beside_jwts_and_without_jwt_a_token_is_a_wrong_k
         auth.requestheaders(f)
         assert f.response is not None and f.response.status_code == 401
         assert f.metadata[keys.REFUSED] == Refusal.UNKNOWN_KEY.value
+
+
+async def test_proxy_auth_takes_a_jwt_as_proxy_credentials(
+    tmp_path: Path, jwks: JwksServer
+) -> None:
+    state = jwt_state(tmp_path, proxy_auth=True, jwks_url=jwks.url)
+    auth = Authenticate(state)
+    with mitm_context(auth):
+        good = connect_flow(
+            "api.openai.com:443",
+            {"Proxy-Authorization": basic("erin", EC.sign(claims("oid-erin")))},
+        )
+        pending = auth.http_connect(good)  # the key set is not there yet: the CONNECT waits
+        assert pending is not None and "proxy-authorization" not in good.request.headers
+        assert jwks.gate is not None
+        jwks.gate.set()
+        await pending
+        assert good.response is None
+
+        for token, why in (
+            (EC.sign(claims("oid-erin", exp=1_000_000)), "expired"),
+            (EC.sign(claims("oid-nobody")), "names no user"),
+        ):
+            bad = connect_flow("api.openai.com:443", {"Proxy-Authorization": basic("erin", token)})
+            assert auth.http_connect(bad) is None  # the keys are cached now
+            assert bad.response is not None and bad.response.status_code == 407
+            assert why in (bad.response.text or "")
+            assert token.split(".")[2] not in (bad.response.text or "")

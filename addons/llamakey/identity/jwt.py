@@ -379,8 +379,10 @@ class JwtIdentities:
             return refused(Refusal.INVALID_JWT, "the JWT's audience (aud) is not this proxy's")
         except jwt.MissingRequiredClaimError as error:
             return refused(Refusal.INVALID_JWT, f"the JWT has no {error.claim!r} claim")
-        except jwt.PyJWTError:
+        except jwt.InvalidSignatureError:
             return refused(Refusal.INVALID_JWT, "the JWT's signature does not verify")
+        except jwt.PyJWTError:  # a claim of the wrong type, a header PyJWT cannot read, …
+            return refused(Refusal.INVALID_JWT, "the JWT is malformed")
         outcome = self._identity(claims)
         if outcome.user is not None:
             self._remember(token, claims, outcome)
