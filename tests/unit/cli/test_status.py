@@ -15,6 +15,8 @@ import pytest
 from llamakey import config
 from llamakey.audit import AuditWriter, RequestEnd, RequestStart
 from llamakey.store import SQLiteCounterStore, Window
+from llamakey.store.redis_store import RedisCounterStore
+from tests.redis_server import RedisServer, needs_redis
 from tests.unit.cli.helpers import lmk, lmk_fails, new_key
 
 POLICY = """
@@ -230,3 +232,38 @@ def test_an_unknown_user_fails_with_1_and_a_bad_name_with_2(
         lmk(policy_cfg, "status", "Dave!")
     assert caught.value.code == 2
     assert capsys.readouterr().err.startswith("lmk: 'Dave!' is not a user name: ")
+
+
+@needs_redis
+def test_a_redis_store_is_read_and_one_that_is_down_is_one_line(
+    policy_cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = policy_cfg.read_text(encoding="utf-8")
+
+    def use_redis(url: str) -> None:
+        policy_cfg.write_text(policy + f'\n[state]\nbackend = "redis"\nredis_url = "{url}"\n')
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        use_redis(server.url)
+        budget = config.load(policy_cfg).policies["alice"].budgets[0]
+
+        async def spend() -> None:  # what a proxy on the same server counts
+            store = RedisCounterStore(server.url)
+            await store.add(budget.key, 4.25, budget.window)
+            await store.aclose()
+
+        asyncio.run(spend())
+        answer = status_json(policy_cfg, capsys, "alice")
+        assert answer["usage"] == {"source": "store", "backend": "redis", "where": None}
+        assert answer["users"][0]["budgets"][0]["used_usd"] == 4.25
+    finally:
+        server.stop()
+    use_redis(f"redis://:hunter2@127.0.0.1:{server.port}/0")  # down; a password in the URL
+    message = lmk_fails(policy_cfg, "status", "alice")
+    assert message.startswith(
+        "lmk: cannot read the counters of [state] backend = 'redis': Redis at "
+        f"redis://127.0.0.1:{server.port}/0: "
+    )
+    assert "hunter2" not in message and "\n" not in message
