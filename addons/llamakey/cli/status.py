@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -101,8 +102,6 @@ def measure(settings: config.Settings, shown: Sequence[UserPolicy], now: float) 
     since = earliest_start(windows.values(), now)
     if since is None or not path.exists():
         return Measured("audit", "local", str(path), {})  # no rule, or nothing audited yet
-    import sqlite3
-
     from llamakey import audit as auditdb  # the audit store: only for the commands that read it
 
     users = sharing(settings.policies, windows)
@@ -152,16 +151,16 @@ def _lists(settings: config.Settings, policy: UserPolicy) -> dict[str, dict[str,
     restricted) and the TOML paths they came from."""
     result: dict[str, dict[str, Any]] = {}
     for provider in sorted(settings.providers):
+        endpoints = policy.endpoints.get(provider)
+        models = policy.models.get(provider)
+        lists = {
+            "endpoints": None if endpoints is None else [p.text for p in endpoints.patterns],
+            "models": None if models is None else list(models.patterns),
+        }
         entry: dict[str, Any] = {}
-        for kind in ("endpoints", "models"):
-            if kind == "endpoints":
-                rules = policy.endpoints.get(provider)
-                allowed = None if rules is None else [p.text for p in rules.patterns]
-            else:
-                models = policy.models.get(provider)
-                allowed = None if models is None else list(models.patterns)
-            tables = policy.sources.get(f"{kind}.{provider}")
-            sources = [f"{t}.{kind}.{provider}" for t in tables.split(", ")] if tables else []
+        for kind, allowed in lists.items():
+            tables = policy.sources.get(f"{kind}.{provider}", "")
+            sources = [f"{table}.{kind}.{provider}" for table in tables.split(", ") if table]
             entry[kind] = None if allowed is None else {"allowed": allowed, "sources": sources}
         result[provider] = entry
     return result
