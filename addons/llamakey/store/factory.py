@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llamakey.config.schema import StateTable
 from llamakey.store.counters import ClosableCounterStore, MemoryCounterStore
 from llamakey.store.sqlite_store import SQLiteCounterStore
+
+if TYPE_CHECKING:
+    # Only a type here: importing the config package would make `import llamakey.rules.budgets`
+    # (rules -> store -> config -> rules) circular when it comes first.
+    from llamakey.config.schema import StateTable
 
 
 def open_store(
