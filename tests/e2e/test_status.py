@@ -2,7 +2,8 @@
 openai SDK), and `lmk status alice` shows what her rate limit and budget counted and what
 remains, in text and in JSON, equal to what the audit rows say she spent; a refused request
 counts nothing; bob, who spent nothing, has it all. With the counters in a shared SQLite file
-(read from the store) and in the proxy's memory (worked out from the audit database)."""
+(read from the store) and in the proxy's memory (worked out from the audit database); and the
+two agree: what the audit database gives is what the proxy's counters hold."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.mock_upstream import MockUpstream
 POLICY = """
 [defaults]
 models.openai = ["gpt-4o-mini"]
-rate_limits = [{ requests = 5, per = "minute" }]
+rate_limits = [{ requests = 5, per = "minute" }, { tokens = 100000, per = "hour" }]
 budgets = [{ usd = 1000.0, per = "day", reserve_output = 20 }]
 
 [prices."gpt-4o-mini"]
@@ -85,6 +86,17 @@ def test_status_shows_what_alice_spent_and_what_remains(
             return bool(budget["used_usd"] == pytest.approx(spent, abs=1e-5))
 
         wait_until(settled, "lmk status to show what alice spent")
+        if backend == "sqlite":
+            # The same requests counted again from the audit database, as for the local
+            # store: what the proxy's own counters hold.
+            local = gw.workdir / "local.toml"
+            local.write_text(gw.config.read_text().replace(state, ""))
+            again = run_lmk(local, "status", "alice", "--format", "json")
+            assert again.returncode == 0, again.stderr
+            counted = json.loads(again.stdout)
+            assert counted["usage"]["source"] == "audit"
+            assert counted["users"] == answer["users"]
+
         where = gw.audit_db if backend == "local" else gw.workdir / "state.db"
         source = "audit" if backend == "local" else "store"
         assert answer["usage"] == {"source": source, "backend": backend, "where": str(where)}
@@ -94,12 +106,15 @@ def test_status_shows_what_alice_spent_and_what_remains(
             "allowed": ["gpt-4o-mini"],
             "sources": ["defaults.models.openai"],
         }
-        (limit,) = alice["rate_limits"]
+        limit, tokens = alice["rate_limits"]
         assert (limit["source"], limit["used"], limit["remaining"]) == (
             "defaults.rate_limits.0",
             2,  # the refused request counts nothing
             3,
         )
+        columns = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+        used_tokens = sum(int(r[c] or 0) for r in admitted for c in columns)
+        assert (tokens["unit"], tokens["used"]) == ("tokens", used_tokens)
         (budget,) = alice["budgets"]
         assert budget["remaining_usd"] == pytest.approx(1000.0 - spent, abs=1e-5)
         assert budget["resets_at"].endswith("T00:00:00Z")

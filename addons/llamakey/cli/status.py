@@ -166,6 +166,12 @@ def _lists(settings: config.Settings, policy: UserPolicy) -> dict[str, dict[str,
     return result
 
 
+def _count(value: float) -> int | float:
+    """Requests and tokens as integers (what they are but for a fraction of a reservation)."""
+    value = round(value, 6)
+    return int(value) if value.is_integer() else value
+
+
 def _rule(rule: RateLimit | Budget, measured: Measured, now: float) -> dict[str, Any]:
     window = limit_window(rule) if isinstance(rule, RateLimit) else rule.window
     totals = measured.totals
@@ -183,8 +189,8 @@ def _rule(rule: RateLimit | Budget, measured: Measured, now: float) -> dict[str,
             **common,
             "unit": rule.unit,
             "limit": rule.limit,
-            "used": None if used is None else round(used, 6),
-            "remaining": None if used is None else round(max(0.0, rule.limit - used), 6),
+            "used": None if used is None else _count(used),
+            "remaining": None if used is None else _count(max(0.0, rule.limit - used)),
             "resets_at": utc_text(window.end(now)),
         }
     return {
