@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
@@ -110,13 +112,15 @@ class JwksServer:
 
     keys: list[SigningKey]
     gate: threading.Event | None = None
+    tls: trustme.CA | None = None  # serve HTTPS with a certificate for "localhost" from it
     fetches: int = 0
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/keys"
+        port = self._server.server_address[1]
+        return f"https://localhost:{port}/keys" if self.tls else f"http://127.0.0.1:{port}/keys"
 
     def start(self) -> JwksServer:
         owner = self
@@ -138,6 +142,10 @@ class JwksServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls.issue_cert("localhost").configure_cert(context)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

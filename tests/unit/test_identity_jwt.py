@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from llamakey import config
 from llamakey.identity import JwtIdentities, Outcome
@@ -171,6 +172,25 @@ def test_a_rotated_key_set_is_picked_up_and_a_reload_keeps_the_cache(
     reloaded = identities(tmp_path, ids, jwks_url=jwks.url, jwks_refresh_seconds=0)
     assert check(reloaded, rotated.sign(claims("oid-carol"))).user is not None
     assert jwks.fetches == 2  # same URL: the reload kept the keys
+
+
+def test_an_https_key_set_needs_its_ca_and_ignores_proxy_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "idp-ca.pem"))
+    server = JwksServer([RSA], tls=ca).start()
+    # A proxy that is not there: the fetch must go direct.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    try:
+        token = RSA.sign(claims("oid-carol"))
+        untrusted = identities(tmp_path, jwks_url=server.url)
+        assert check(untrusted, token).refusal is Refusal.JWKS_UNAVAILABLE
+        trusted = identities(tmp_path, jwks_url=server.url, jwks_ca="idp-ca.pem")
+        assert check(trusted, token).user is not None
+    finally:
+        server.stop()
 
 
 def test_an_unreachable_key_set_is_a_503_refusal(tmp_path: Path, jwks: JwksServer) -> None:

@@ -4,8 +4,8 @@ Like mitmproxy's `proxyauth.py` with its `Validator` classes: one small class pe
 proving who you are: master keys, and bearer JWTs from the team's identity provider.
 """
 
-from llamakey.identity.jwt import JwtIdentities, looks_like_jwt
+from llamakey.identity.jwt import JwtIdentities
 from llamakey.identity.master_keys import MasterKeys
 from llamakey.identity.outcome import Outcome, refused
 
-__all__ = ["JwtIdentities", "MasterKeys", "Outcome", "looks_like_jwt", "refused"]
+__all__ = ["JwtIdentities", "MasterKeys", "Outcome", "refused"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.client
 import json
 import logging
 import re
@@ -33,7 +34,6 @@ import certifi
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from llamakey import credentials
 from llamakey.config import ConfigFile, JwtTable, Settings, User, policy_of
 from llamakey.config.load import JwtPublicKey as PublicKey
 from llamakey.identity.outcome import Outcome, refused
@@ -64,10 +64,6 @@ _FAMILY: dict[str, type[Any]] = {
 }
 
 
-looks_like_jwt = credentials.is_jwt_shaped
-marker = credentials.jwt_marker
-
-
 class JwksUnavailable(Exception):
     """The key set could not be fetched or read (the message names why, never a token)."""
 
@@ -88,6 +84,7 @@ class StaticKey:
     whatever its ``kid``."""
 
     has_keys = True
+    generation = 0  # never changes: a verdict stands until the token expires
 
     def __init__(self, key: PublicKey) -> None:
         self.key = key
@@ -97,8 +94,6 @@ class StaticKey:
 
     def key_algorithm(self, kid: str | None) -> str | None:
         return None
-
-    generation = 0
 
     def must_fetch(self, kid: str | None) -> bool:
         return False
@@ -135,7 +130,7 @@ class RemoteKeySet:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._pending: asyncio.Future[None] | None = None
-        self._context: ssl.SSLContext | None = None
+        self._open: urllib.request.OpenerDirector | None = None
         self.fetches = 0  # how many times the URL was fetched (tests, logs)
         self.generation = 0  # one more for each key set fetched: older verdicts are void
 
@@ -205,23 +200,27 @@ class RemoteKeySet:
         self._fetched_at = self._clock()
         self.generation += 1
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._context is None:
+    def _opener(self) -> urllib.request.OpenerDirector:
+        """Direct connections (no proxy from the environment: a client's HTTPS_PROXY sourced
+        in the proxy's shell would point the fetch at the proxy itself), verified against
+        certifi's roots plus `jwks_ca`."""
+        if self._open is None:
             context = ssl.create_default_context(cafile=certifi.where())
             if self.ca is not None:
                 context.load_verify_locations(cafile=str(self.ca))
-            self._context = context
-        return self._context
+            self._open = urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+            )
+        return self._open
 
     def _download(self) -> tuple[dict[str | None, PublicKey], dict[str | None, str]]:
         """One GET of the URL (on a worker thread) and its keys."""
         self.fetches += 1
         request = urllib.request.Request(self.url, headers={"accept": "application/json"})
         try:
-            context = self._ssl_context() if self.url.startswith("https:") else None
-            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as answer:
+            with self._opener().open(request, timeout=self.timeout) as answer:
                 body = answer.read(_MAX_JWKS_BYTES + 1)
-        except (OSError, ValueError, ssl.SSLError) as error:
+        except (OSError, ValueError, http.client.HTTPException) as error:
             raise JwksUnavailable(f"cannot fetch {self.url}: {error}") from None
         if len(body) > _MAX_JWKS_BYTES:
             raise JwksUnavailable(f"{self.url}: the key set is larger than 1 MiB")

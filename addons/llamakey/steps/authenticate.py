@@ -24,8 +24,7 @@ from mitmproxy import connection, http
 
 from llamakey import credentials
 from llamakey.flowstate import FlowState, mirror
-from llamakey.identity import Outcome, looks_like_jwt, refused
-from llamakey.identity import jwt as jwt_identity
+from llamakey.identity import Outcome, refused
 from llamakey.refusals import Refusal, proxy_auth_required
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
@@ -72,7 +71,7 @@ class Authenticate:
         return checked if checked is not None else jwts.check_after_fetch(token)
 
     def _is_jwt(self, value: str) -> bool:
-        return self.state.jwt is not None and looks_like_jwt(value)
+        return self.state.jwt is not None and credentials.is_jwt_shaped(value)
 
     @staticmethod
     def _admitted(found: Outcome, now: datetime) -> Outcome:
@@ -92,9 +91,9 @@ class Authenticate:
         marker for a user name, the outcome)."""
         presented = credentials.proxy_credentials(header)
         if presented is None:
-            return None, jwt_identity.marker, refused(Refusal.NO_KEY, "master key required")
+            return None, credentials.jwt_marker, refused(Refusal.NO_KEY, "master key required")
         if self._is_jwt(presented[1]):
-            return ("jwt", presented[1]), jwt_identity.marker, self._jwt(presented[1])
+            return ("jwt", presented[1]), credentials.jwt_marker, self._jwt(presented[1])
         key = credentials.normalise(presented[1])
         return (
             ("key", credentials.key_sha256(key)),
@@ -169,7 +168,7 @@ class Authenticate:
             outcome = self._admitted(outcome, datetime.now(UTC))
             user = outcome.user
             if via_jwt:  # the final marker names who the token proved to be
-                state.marker = jwt_identity.marker(user.name if user else None)
+                state.marker = credentials.jwt_marker(user.name if user else None)
                 for carrier in state.carriers:
                     credentials.set_credential(flow.request, carrier, state.marker)
             if user is None:
@@ -194,7 +193,7 @@ class Authenticate:
             carriers.append(carrier)
             if self._is_jwt(value):
                 token = token or value
-                credentials.set_credential(flow.request, carrier, jwt_identity.marker(None))
+                credentials.set_credential(flow.request, carrier, credentials.jwt_marker(None))
                 continue
             key = credentials.normalise(value)
             found = self.state.master_keys.find(key)
