@@ -52,6 +52,8 @@ def jwt_toml(jwks: JwksServer, **extra: object) -> str:
         "",
         "[groups.research.models]",
         'openai = ["gpt-4o-mini"]',
+        "[groups.ops.models]",
+        'openai = ["gpt-4o"]',
     ]
     return "\n".join(lines) + "\n"
 
@@ -173,6 +175,7 @@ def test_valid_tokens_pass_and_every_bad_one_is_each_sdks_401(
     }
     tokens = {name: (token, "gpt-4o-mini") for name, token in cases.items()}
     tokens["model_not_allowed"] = (sign(RSA), "gpt-4o")  # research's allow-list applies
+    tokens["group_from_token"] = (sign(RSA, groups=["ops", "admins"]), "gpt-4o")  # ops allows it
     before = ids(web.audit_db)
     result = run_client(SDKS, {**token_env(web, "unused"), "CASES": json.dumps(tokens)})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -180,14 +183,18 @@ def test_valid_tokens_pass_and_every_bad_one_is_each_sdks_401(
     assert answers.pop("rs256") == ["ok", "ok"]
     assert answers.pop("es256") == ["ok", "ok"]
     assert answers.pop("model_not_allowed") == ["openai.PermissionDeniedError", "ok"]
+    assert answers.pop("group_from_token") == ["ok", "ok"]
     assert answers == {name: [OPENAI_401, ANTHROPIC_401] for name in answers}
 
     recorded = [r for r in rows(web.audit_db) if r["id"] not in before]
     refused = {r["refused_by"] for r in recorded}
     assert {"invalid_jwt", "unknown_jwt_identity", "user_disabled"} <= refused
     passed = [r for r in recorded if r["refused_by"] is None]
-    assert len(passed) == 5 and {r["user"] for r in passed} == {"carol"}
-    assert {json.dumps(json.loads(r["groups"])) for r in passed} == {'["research"]'}
+    assert len(passed) == 7 and {r["user"] for r in passed} == {"carol"}
+    assert (
+        sorted(json.loads(r["groups"]) for r in passed)
+        == [["research"]] * 5 + [["research", "ops"]] * 2
+    )  # "admins" is no group of the config: ignored
 
 
 def curl(env: dict[str, str], url: str, *args: str, data: str | None = None) -> tuple[int, str]:
@@ -307,7 +314,9 @@ def test_no_token_in_the_provider_audit_db_mitmweb_saved_flows_or_log(
 
 def test_a_slow_jwks_server_holds_up_no_other_request(tmp_path: Path, mock: MockUpstream) -> None:
     jwks = JwksServer([RSA], gate=threading.Event()).start()
-    gw = start(tmp_path, mock, jwks, jwt_extra={"jwks_timeout_seconds": 30})
+    gw = start(
+        tmp_path, mock, jwks, jwt_extra={"jwks_timeout_seconds": 30, "unknown_identity": "ops"}
+    )
     try:
         env = token_env(gw, sign(RSA))
         answers: list[int] = []
@@ -329,6 +338,16 @@ def test_a_slow_jwks_server_holds_up_no_other_request(tmp_path: Path, mock: Mock
         jwks.gate.set()
         waiting.join(30)
         assert answers == [200]
+
+        # An identity no user names gets the default group, its rules and its own audit rows.
+        env = token_env(gw, sign(RSA, subject="zoe@example.com"))
+        url = "https://api.openai.com/v1/chat/completions"
+        before = ids(gw.audit_db)
+        assert curl(env, url, *_bearer(env), data=CHAT)[0] == 403  # ops allows gpt-4o only
+        chat_4o = CHAT.replace("gpt-4o-mini", "gpt-4o")
+        assert curl(env, url, *_bearer(env), data=chat_4o)[0] == 200
+        recorded = [r for r in rows(gw.audit_db) if r["id"] not in before]
+        assert {(r["user"], r["groups"]) for r in recorded} == {("jwt:zoe@example.com", '["ops"]')}
     finally:
         if jwks.gate is not None:
             jwks.gate.set()

@@ -203,8 +203,7 @@ class Authenticate:
                 marker = credentials.marker(key, found.name if found else None)
             credentials.set_credential(flow.request, carrier, marker)
         state.carriers, state.marker = carriers, marker
-        if user is not None:
-            self._mark(flow, state, marker)
+        if user is not None:  # a master key decides (a JWT beside it keeps its own marker)
             return False, Outcome(user=user)
         if token is not None:
             return True, self._jwt(token)
