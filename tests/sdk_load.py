@@ -11,9 +11,9 @@ threads one after the other until FILE ``--stop`` exists (or ``--deadline`` seco
 ``--max-calls`` have passed), appending one JSON outcome per line to ``--out`` as each ends.
 
 An outcome: ``ok``, ``status``, ``error`` (the SDK's exception class), ``refused`` (the
-``x-lmk-refused`` header), ``retry_after``, ``message``, and ``t0`` / ``t1`` (wall clock at the
-call's start and end). ``--tag`` goes in an ``x-load-tag`` header, so the mock provider can tell
-which proxy's clients sent what reached it.
+``x-lmk-refused`` header), ``retry_after``, ``should_retry`` (``x-should-retry``),
+``message``, and ``t0`` / ``t1`` (wall clock at the call's start and end). ``--tag`` goes in an
+``x-load-tag`` header, so the mock provider can tell which proxy's clients sent what reached it.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def one_call(client: openai.OpenAI, model: str, stream: bool, tag: str) -> dict[
             error=type(error).__name__,
             refused=error.response.headers.get("x-lmk-refused"),
             retry_after=error.response.headers.get("retry-after"),
+            should_retry=error.response.headers.get("x-should-retry"),
             message=error.message,
         )
     except openai.APIError as error:  # no answer at all (a connection error, a timeout)

@@ -196,6 +196,7 @@ def test_three_proxies_on_one_redis_admit_exactly_the_limit_under_concurrent_loa
         assert (o["error"], o["status"], o["refused"]) == ("RateLimitError", 429, "rate_limited")
         assert f"{REQUEST_LIMIT} requests per hour (defaults.rate_limits.0)" in o["message"]
         assert 1 <= int(o["retry_after"]) <= 3600
+        assert o["should_retry"] == "false"  # an hourly window: a retry loop cannot help
     assert len(_reached(mock, LIMITED_MODEL)) == REQUEST_LIMIT
     for gw, count in zip(proxies.gateways, admitted, strict=True):
         assert len(_reached(mock, LIMITED_MODEL, proxies.tag(gw))) == count
@@ -284,6 +285,7 @@ def test_killing_redis_mid_run_fails_closed_and_recovers(
         for o in unavailable:
             assert (o["status"], o["refused"]) == (503, "rules_store_unavailable"), o
             assert "cannot be reached; the request was not sent" in o["message"]
+            assert (o["retry_after"], o["should_retry"]) == ("2", "true")  # worth a retry
             assert o["t1"] - o["t0"] < 2.0, o
         # Fail closed: what the provider received is exactly what was admitted.
         oks = sum(o["ok"] for o in results[tag])
