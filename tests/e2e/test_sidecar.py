@@ -1,0 +1,261 @@
+"""`lmk sidecar`: an application given no key reaches a provider through the sidecar and the
+central proxy, with the official SDKs, and is audited as the sidecar's user; the sidecar's
+machine never holds a provider key, and its logs and files hold no credential."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_gateway
+from tests.e2e.test_audit import ids, rows
+from tests.harness import LMK, REAL_KEYS, Gateway, free_port, run_client, wait_until
+from tests.mock_upstream import MockUpstream, mock_text
+
+
+@dataclass
+class Sidecar:
+    """One `lmk sidecar` process, in a directory of its own (the sidecar's machine)."""
+
+    workdir: Path
+    central: Gateway
+    key: str
+    central_ca: Path | None = None
+    extra_args: tuple[str, ...] = ()
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "sidecar.log"
+
+    @property
+    def key_file(self) -> Path:
+        return self.workdir / "master.key"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.key_file.write_text(self.key + "\n")
+        self.key_file.chmod(0o600)
+        ca = self.central_ca or self.central.workdir / "certs" / "mitmproxy-ca-cert.pem"
+        # The sidecar's machine: no provider key, no proxy settings of ours.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.endswith(("_API_KEY", "_TOKEN", "_PROXY", "_proxy")) and "LMK" not in k
+        }
+        env["XDG_CONFIG_HOME"] = str(self.workdir / "config")
+        command = [LMK, "sidecar", "--central", f"http://127.0.0.1:{self.central.port}"]
+        command += ["--central-ca", str(ca), "--key-file", str(self.key_file)]
+        command += ["--listen", f"127.0.0.1:{self.port}", *self.extra_args]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
+            )
+        wait_until(
+            lambda: "listening on" in self.log.read_text() or self.process.poll() is not None,  # type: ignore[union-attr]
+            "the sidecar to listen",
+            timeout=30,
+        )
+        assert self.process.poll() is None, self.log.read_text()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def app_env(self) -> dict[str, str]:
+        """The environment the banner prints for the application, on a clean copy of ours."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.endswith(("_API_KEY", "_TOKEN", "_PROXY", "_proxy"))
+        }
+        for line in self.log.read_text().splitlines():
+            if line.strip().startswith("export "):
+                name, _, value = line.strip().removeprefix("export ").partition("=")
+                (env[name],) = shlex.split(value)
+        return env
+
+    def written(self) -> dict[Path, bytes]:
+        """Every file on the sidecar's machine but the key file it was given: its log, its CA
+        directory, anything else it wrote."""
+        return {
+            path: path.read_bytes()
+            for path in self.workdir.rglob("*")
+            if path.is_file() and path != self.key_file
+        }
+
+
+@pytest.fixture
+def sidecar(tmp_path: Path, gateway: Gateway) -> Iterator[Sidecar]:
+    car = Sidecar(tmp_path / "sidecar", gateway, gateway.keys["alice"])
+    car.start()
+    yield car
+    car.stop()
+
+
+OPENAI_APP = """
+from openai import OpenAI
+client = OpenAI()
+messages = [{"role": "user", "content": "hi"}]
+answer = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+print(answer.choices[0].message.content)
+stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
+print("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+"""
+
+
+def new_rows(db: Path, before: set[str], count: int) -> list[dict[str, object]]:
+    """The `count` completed rows that were not there before."""
+
+    def fresh() -> list[dict[str, object]]:
+        return [r for r in rows(db, "completed_ts is not null") if r["id"] not in before]
+
+    wait_until(lambda: len(fresh()) >= count, f"{count} new completed audit rows")
+    return fresh()
+
+
+def assert_no_secret_on_the_sidecar(car: Sidecar) -> None:
+    """No provider key anywhere on the sidecar's machine, and its master key only in the file
+    it was given (not in its log, not in its CA directory, not in any file it wrote)."""
+    written = car.written()
+    assert car.log in written and any(p.name == "mitmproxy-ca.pem" for p in written)
+    for path, content in written.items():
+        for provider, key in REAL_KEYS.items():
+            assert key.encode() not in content, f"{provider}'s real key in {path}"
+        assert car.key.encode() not in content, f"the master key in {path}"
+
+
+def test_openai_sdk_through_the_sidecar_is_audited_as_its_user(
+    sidecar: Sidecar, gateway: Gateway, mock: MockUpstream
+) -> None:
+    seen_before = len(mock.requests(host="api.openai.com"))
+    before = ids(gateway.audit_db)
+    env = sidecar.app_env()
+    assert env["OPENAI_API_KEY"] == "set-by-lmk-sidecar"  # the application holds no key
+
+    done = run_client(OPENAI_APP, env)
+
+    assert done.returncode == 0, done.stderr + sidecar.log.read_text()
+    assert done.stdout.splitlines() == [mock_text(), mock_text()]
+    seen = mock.requests(host="api.openai.com")[seen_before:]
+    assert [s.header("authorization") for s in seen] == [f"Bearer {REAL_KEYS['openai']}"] * 2
+    audited = new_rows(gateway.audit_db, before, 2)
+    assert [(r["user"], r["status"], r["stream"]) for r in audited] == [
+        ("alice", 200, 0),
+        ("alice", 200, 1),
+    ]
+    sidecar.stop()  # its last words are in the log too
+    assert_no_secret_on_the_sidecar(sidecar)
+
+
+def test_the_key_goes_where_the_sdk_put_its_own(
+    sidecar: Sidecar, gateway: Gateway, mock: MockUpstream
+) -> None:
+    """Anthropic's SDK sends x-api-key, google-genai x-goog-api-key: the sidecar's key goes
+    there (the application's placeholder does not go on), and each is audited as alice."""
+    before = ids(gateway.audit_db)
+    app = """
+import anthropic
+from google import genai
+answer = anthropic.Anthropic().messages.create(
+    model="claude-3-5-haiku-20241022", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+)
+print(answer.content[0].text)
+gemini = genai.Client()
+print(gemini.models.generate_content(model="gemini-2.0-flash", contents="hi").text)
+"""
+    done = run_client(app, sidecar.app_env())
+
+    assert done.returncode == 0, done.stderr + sidecar.log.read_text()
+    assert done.stdout.splitlines() == [mock_text(), mock_text()]
+    audited = new_rows(gateway.audit_db, before, 2)
+    assert sorted((r["provider"], r["user"], r["status"]) for r in audited) == [
+        ("anthropic", "alice", 200),
+        ("gemini", "alice", 200),
+    ]
+    for host, key in (
+        ("api.anthropic.com", REAL_KEYS["anthropic"]),
+        ("generativelanguage.googleapis.com", REAL_KEYS["gemini"]),
+    ):
+        last = mock.requests(host=host)[-1]
+        assert key in {value for _, value in last.headers} | {
+            value.removeprefix("Bearer ") for _, value in last.headers
+        }
+        assert not any("set-by-lmk-sidecar" in value for _, value in last.headers)
+
+
+@pytest.fixture(scope="module")
+def strict_central(
+    tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream
+) -> Iterator[Gateway]:
+    """A central proxy that lets no CONNECT through without a master key (proxy_auth)."""
+    gw = make_gateway(
+        tmp_path_factory.mktemp("central-proxy-auth"), mock, proxy_table={"proxy_auth": True}
+    )
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+def test_proxy_auth_sends_the_key_on_the_connect_too(
+    tmp_path: Path, strict_central: Gateway
+) -> None:
+    """Behind `proxy_auth = true` the CONNECT needs the key: without --proxy-auth the central
+    proxy answers 407 and nothing goes; with it the application gets its answer."""
+    plain = Sidecar(tmp_path / "plain", strict_central, strict_central.keys["bob"])
+    plain.start()
+    try:
+        refused = run_client(OPENAI_APP, plain.app_env())
+    finally:
+        plain.stop()
+    assert refused.returncode != 0
+
+    before = ids(strict_central.audit_db)
+    car = Sidecar(
+        tmp_path / "auth", strict_central, strict_central.keys["bob"], extra_args=("--proxy-auth",)
+    )
+    car.start()
+    try:
+        done = run_client(OPENAI_APP, car.app_env())
+    finally:
+        car.stop()
+    assert done.returncode == 0, done.stderr + car.log.read_text()
+    audited = new_rows(strict_central.audit_db, before, 2)
+    assert {r["user"] for r in audited} == {"bob"}
+    assert_no_secret_on_the_sidecar(car)
+
+
+def test_a_central_proxy_the_sidecar_cannot_verify_gets_nothing(
+    tmp_path: Path, gateway: Gateway, mock: MockUpstream
+) -> None:
+    """Given another CA than the central proxy's, the sidecar refuses the central proxy's
+    certificate: the request is never sent, so neither its key nor anything else leaves."""
+    other_ca = mock.ca_pem_path  # a CA, but not the one the central proxy signs with
+    car = Sidecar(tmp_path / "sidecar", gateway, gateway.keys["alice"], central_ca=other_ca)
+    car.start()
+    seen_before = len(mock.all_seen)
+    before = ids(gateway.audit_db)
+    try:
+        done = run_client(
+            "from openai import OpenAI\n"
+            "OpenAI(max_retries=0).models.list()\n",
+            car.app_env(),
+        )
+    finally:
+        car.stop()
+    assert done.returncode != 0
+    assert "502" in done.stderr or "certificate" in done.stderr.lower(), done.stderr
+    assert len(mock.all_seen) == seen_before
+    assert ids(gateway.audit_db) == before
