@@ -77,20 +77,22 @@ class AddCredential:
         flow.request.headers.pop("proxy-authorization", None)
         if flow.response:
             return
+        shape = ErrorShape.OPENAI
         try:
-            await self._add(flow)
-        except Exception:
+            provider, agree = self._provider(flow)
+            shape = provider.error_shape if provider else shape
+            await self._add(flow, provider, agree)
+        except Exception:  # fail closed: no request goes on that the sidecar did not finish
             log.error(
                 "LlaMaKey sidecar failed on %s; the request was not sent:\n%s",
                 flow.request.pretty_url,
                 self._scrubber.text(traceback.format_exc()),
             )
             flow.response = refusal_response(
-                self._shape(flow), Refusal.INTERNAL_ERROR, "internal error in the sidecar"
+                shape, Refusal.INTERNAL_ERROR, "internal error in the sidecar"
             )
 
-    async def _add(self, flow: http.HTTPFlow) -> None:
-        provider, agree = self._provider(flow)
+    async def _add(self, flow: http.HTTPFlow, provider: Provider | None, agree: bool) -> None:
         if provider is None:
             if self.proxy_auth and _plain_to_upstream(flow):
                 header = basic_proxy_authorization(PROXY_USER, await self._credential())
@@ -138,10 +140,6 @@ class AddCredential:
         flow.request.headers["proxy-authorization"] = basic_proxy_authorization(
             PROXY_USER, credential
         )
-
-    def _shape(self, flow: http.HTTPFlow) -> ErrorShape:
-        provider, _ = self._provider(flow)
-        return provider.error_shape if provider else ErrorShape.OPENAI
 
 
 def _carriers_used(request: http.Request) -> Sequence[Carrier]:
