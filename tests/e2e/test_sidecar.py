@@ -266,3 +266,23 @@ def test_a_central_proxy_the_sidecar_cannot_verify_gets_nothing(
     assert "Certificate verify failed" in done.stdout
     assert len(mock.all_seen) == seen_before
     assert ids(gateway.audit_db) == before
+
+
+def test_other_hosts_pass_through_untouched(
+    sidecar: Sidecar, gateway: Gateway, mock: MockUpstream
+) -> None:
+    """A host that is no provider is tunneled, through the central proxy (which tunnels it
+    as configured): its own certificate reaches the client, and no credential is added."""
+    url = f"https://localhost:{mock.port}/v1/models"  # a site of its own, no provider host
+    before = len(mock.requests(host="localhost"))
+    curl = ["curl", "-sS", "--max-time", "20", "-x", f"http://127.0.0.1:{sidecar.port}"]
+    curl += ["--cacert", str(mock.ca_pem_path), "-o", "/dev/null", "-w", "%{http_code}", url]
+    done = subprocess.run(
+        curl,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout == "200", done.stderr  # verified against the site's own CA
+    (seen,) = mock.requests(host="localhost")[before:]
+    assert seen.header("authorization") is None and seen.header("x-api-key") is None
