@@ -4,6 +4,7 @@ machine never holds a provider key, and its logs and files hold no credential.""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -286,3 +287,27 @@ def test_other_hosts_pass_through_untouched(
     assert done.stdout == "200", done.stderr  # verified against the site's own CA
     (seen,) = mock.requests(host="localhost")[before:]
     assert seen.header("authorization") is None and seen.header("x-api-key") is None
+
+
+def test_a_stream_arrives_event_by_event_through_both_proxies(
+    sidecar: Sidecar, mock: MockUpstream
+) -> None:
+    app = """
+import json, time
+from openai import OpenAI
+times = []
+stream = OpenAI().chat.completions.create(model="gpt-4o-mini", stream=True,
+    messages=[{"role": "user", "content": "hi"}],
+    extra_headers={"x-mock-chunks": "8", "x-mock-chunk-delay": "0.2"})
+for chunk in stream:
+    times.append(time.monotonic())  # CLOCK_MONOTONIC: the same clock as the mock's
+print(json.dumps({"id": stream.response.headers["x-mock-request-id"], "times": times}))
+"""
+    done = run_client(app, sidecar.app_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    sent, received = mock.sent_times[got["id"]], got["times"]
+    assert len(received) >= 8
+    # A buffering sidecar would deliver the first event about 8 x 0.2 s late.
+    lags = [r - s for s, r in zip(sent, received, strict=False)]
+    assert max(lags) < 0.1, lags

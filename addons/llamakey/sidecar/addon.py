@@ -120,7 +120,6 @@ class AddCredential:
         credentials.clear_credentials(flow.request, Carrier)
         for carrier in carriers:
             credentials.set_credential(flow.request, carrier, credential)
-        flow.request.stream = True  # the body passes through as it comes
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         # Streamed answers (server-sent events) reach the application as they come.
