@@ -141,8 +141,19 @@ async def test_a_plain_http_request_never_gets_the_credential() -> None:
     assert f.response is None  # the central proxy answers it (it refuses plain HTTP)
 
 
-async def test_a_request_for_another_host_than_its_tunnel_is_refused() -> None:
-    f = provider_flow("https://api.anthropic.com/v1/messages", sni="api.openai.com")
+@pytest.mark.parametrize(
+    ("sni", "connect"),
+    [
+        ("api.openai.com", None),  # the TLS server name another provider's
+        (None, ("api.openai.com", 443)),  # no server name: the CONNECT target names the tunnel
+        ("example.com", None),  # no provider at all
+    ],
+)
+async def test_a_request_for_another_host_than_its_tunnel_is_refused(
+    sni: str | None, connect: tuple[str, int] | None
+) -> None:
+    url = "https://api.anthropic.com/v1/messages"
+    f = provider_flow(url, {"x-api-key": "placeholder"}, sni=sni, connect=connect)
     await sidecar().requestheaders(f)
     assert f.response is not None and f.response.status_code == 421
     assert KEY not in request_text(f)

@@ -69,7 +69,8 @@ class AddCredential:
         if not flow.client_conn.tls_established:
             return None, True
         by_host = self.index.lookup(flow.request.pretty_host)
-        by_tunnel = self.index.lookup(flow.client_conn.sni) if flow.client_conn.sni else by_host
+        tunnel = _tunnel_name(flow)
+        by_tunnel = self.index.lookup(tunnel) if tunnel else by_host
         return by_tunnel or by_host, by_tunnel is by_host
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -103,7 +104,7 @@ class AddCredential:
                 provider.error_shape,
                 Refusal.MISDIRECTED,
                 f"the request names {flow.request.pretty_host!r} inside a tunnel to "
-                f"{flow.client_conn.sni!r}: the sidecar adds its credential to neither",
+                f"{_tunnel_name(flow)!r}: the sidecar adds its credential to neither",
             )
             return
         try:
@@ -139,6 +140,13 @@ class AddCredential:
         flow.request.headers["proxy-authorization"] = basic_proxy_authorization(
             PROXY_USER, credential
         )
+
+
+def _tunnel_name(flow: http.HTTPFlow) -> str | None:
+    """The host the tunnel was opened for: the TLS server name, else the CONNECT target's."""
+    if flow.client_conn.sni:
+        return flow.client_conn.sni
+    return flow.server_conn.address[0] if flow.server_conn.address else None
 
 
 def _carriers_used(request: http.Request) -> Sequence[Carrier]:
