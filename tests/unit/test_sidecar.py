@@ -217,11 +217,17 @@ async def test_proxy_credentials_on_a_plain_request_to_the_central_proxy() -> No
     )
 
 
-async def test_the_credential_is_masked_in_log_records() -> None:
-    token = jwt.encode({"exp": 4102444800, "sub": "svc"}, "s" * 32, algorithm="HS256")
-    car = sidecar(token)
+TOKEN = jwt.encode({"exp": 4102444800, "sub": "svc"}, "s" * 32, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("credential", "shown"),
+    [(TOKEN, "sent [provider key redacted]"), (KEY, f"sent lmk_...{KEY[-4:]} (unknown)")],
+)
+async def test_the_credential_is_masked_in_log_records(credential: str, shown: str) -> None:
+    car = sidecar(credential)
     await car.requestheaders(provider_flow("https://api.openai.com/v1/models"))
-    assert token not in car.scrubber.text(f"sent {token}")
+    assert car.scrubber.text(f"sent {credential}") == shown
 
 
 # --------------------------------------------------------------------------------------------

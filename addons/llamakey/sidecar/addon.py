@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import traceback
 from collections.abc import Sequence
 
@@ -22,10 +23,12 @@ from mitmproxy.proxy import mode_specs
 from llamakey import credentials
 from llamakey.providers import Carrier, ErrorShape, Provider, ProviderIndex
 from llamakey.refusals import Refusal, refusal_response
-from llamakey.scrub import Scrubber
+from llamakey.scrub import MASTER_KEY_PATTERN, Scrubber
 from llamakey.sidecar.sources import CredentialSource, CredentialUnavailable
 
 log = logging.getLogger(__name__)
+
+_MASTER_KEY = re.compile(MASTER_KEY_PATTERN)
 
 PROXY_USER = "lmk-sidecar"
 """The user name of the proxy credentials the sidecar sends (the central proxy identifies
@@ -58,7 +61,8 @@ class AddCredential:
         credential = await self.source.current()
         if credential not in self._recent:
             self._recent = (credential, *self._recent[:1])  # a token just replaced, too
-            self._scrubber = Scrubber(self._recent)
+            # A master key is masked as one already (by its shape, with its marker).
+            self._scrubber = Scrubber(c for c in self._recent if not _MASTER_KEY.fullmatch(c))
         return credential
 
     def _provider(self, flow: http.HTTPFlow) -> tuple[Provider | None, bool]:
