@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from llamakey import ca
 from tests.conftest import make_gateway
 from tests.e2e.test_audit import ids, rows
 from tests.harness import LMK, REAL_KEYS, Gateway, free_port, run_client, wait_until
@@ -311,3 +312,24 @@ print(json.dumps({"id": stream.response.headers["x-mock-request-id"], "times": t
     # A buffering sidecar would deliver the first event about 8 x 0.2 s late.
     lags = [r - s for s, r in zip(sent, received, strict=False)]
     assert max(lags) < 0.1, lags
+
+
+def test_a_ca_of_its_own_that_misses_hosts_is_kept_and_said(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    """The sidecar keeps the CA it finds (the application trusts it) and says which provider
+    hosts it does not permit."""
+    car = Sidecar(tmp_path / "sidecar", gateway, gateway.keys["alice"])
+    certs = car.workdir / "config" / "llamakey" / "sidecar"  # its default certs directory
+    ca.init_ca(certs, ["api.openai.com"])
+    before = (certs / ca.CA_CERT_FILE).read_bytes()
+    car.start()
+    try:
+        done = run_client(OPENAI_APP, car.app_env())
+    finally:
+        car.stop()
+    assert done.returncode == 0, done.stderr
+    assert (certs / ca.CA_CERT_FILE).read_bytes() == before
+    warning = car.log.read_text().splitlines()[0]
+    assert warning.startswith(f"lmk: warning: the sidecar's CA in {certs} does not permit ")
+    assert "api.anthropic.com" in warning and "api.openai.com" not in warning

@@ -116,7 +116,15 @@ async def run(settings: SidecarSettings, source: CredentialSource) -> int:
     """Run the sidecar until SIGINT/SIGTERM."""
     filemodes.restrict_umask()  # its CA key and anything else it writes: 0600
     index = provider_index()
-    ca.init_ca(settings.certs_dir, index.host_patterns())
+    ca.init_ca(settings.certs_dir, index.host_patterns())  # kept when there is one
+    if uncovered := ca.uncovered_hosts(settings.certs_dir, index.host_patterns()):
+        print(
+            f"lmk: warning: the sidecar's CA in {settings.certs_dir} does not permit "
+            f"{', '.join(uncovered)}, so clients will refuse those hosts: move the directory "
+            "away and start the sidecar again for a new CA (then give the application its "
+            "new bundle)",
+            file=sys.stderr,
+        )
     opts = options.Options(listen_host=settings.listen[0], listen_port=settings.listen[1])
     credential = AddCredential(source, index, proxy_auth=settings.proxy_auth)
     m = SidecarMaster(opts, credential)
