@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -378,6 +379,10 @@ def test_a_real_command_runs_and_its_failure_is_said_without_a_token() -> None:
     assert "exited with status 3: denied for [token]" in str(caught.value)
     with pytest.raises(CredentialUnavailable, match="cannot run the JWT command"):
         run_command(["/nonexistent/get-token"])
+    garbage = "import sys; sys.stdout.buffer.write(bytes([0xff, 0xfe]) + b'.x.y')"
+    source = JwtCommand(f"{sys.executable} -c {shlex.quote(garbage)}")
+    with pytest.raises(CredentialUnavailable, match="printed no JWT"):
+        source.fetch()
 
 
 def test_an_unparsable_or_empty_command_is_refused() -> None:
