@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +56,9 @@ class Sidecar:
         }
         env["XDG_CONFIG_HOME"] = str(self.workdir / "config")
         command = [LMK, "sidecar", "--central", f"http://127.0.0.1:{self.central.port}"]
-        command += ["--central-ca", str(ca), "--key-file", str(self.key_file)]
+        command += ["--central-ca", str(ca)]
+        if "--jwt-command" not in self.extra_args:
+            command += ["--key-file", str(self.key_file)]
         command += ["--listen", f"127.0.0.1:{self.port}", *self.extra_args]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -333,3 +337,35 @@ def test_a_ca_of_its_own_that_misses_hosts_is_kept_and_said(
     warning = car.log.read_text().splitlines()[0]
     assert warning.startswith(f"lmk: warning: the sidecar's CA in {certs} does not permit ")
     assert "api.anthropic.com" in warning and "api.openai.com" not in warning
+
+
+# A token issuer standing in for the team's identity provider (the central proxy on this
+# branch takes master keys only: it refuses the token, which proves the token went to it).
+ISSUER = (
+    "import jwt, time; "
+    "print(jwt.encode({'sub': 'ci', 'exp': int(time.time()) + 3600}, 'k' * 32, algorithm='HS256'))"
+)
+
+
+def test_a_jwt_from_the_command_goes_to_the_central_proxy(
+    tmp_path: Path, gateway: Gateway, mock: MockUpstream
+) -> None:
+    command = shlex.join([sys.executable, "-c", ISSUER])
+    car = Sidecar(
+        tmp_path / "sidecar", gateway, gateway.keys["alice"], extra_args=("--jwt-command", command)
+    )
+    car.start()
+    seen_before = len(mock.all_seen)
+    before = ids(gateway.audit_db)
+    try:
+        done = run_client(FAILING_APP, car.app_env())
+    finally:
+        car.stop()
+    assert done.stdout.startswith("401 "), done.stdout + done.stderr
+    (row,) = new_rows(gateway.audit_db, before, 1)
+    assert row["refused_by"] == "unknown_master_key"  # the token, not the placeholder
+    assert len(mock.all_seen) == seen_before
+    assert "JWT printed by" in car.log.read_text()
+    jwt_shaped = re.compile(rb"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]+")
+    for path, content in car.written().items():
+        assert not jwt_shaped.search(content), f"a token in {path}"
