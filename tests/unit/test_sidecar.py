@@ -17,10 +17,12 @@ from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from llamakey import credentials
+from llamakey.files import write_atomically
 from llamakey.providers import ErrorShape
 from llamakey.sidecar.addon import AddCredential, basic_proxy_authorization
 from llamakey.sidecar.server import provider_index
 from llamakey.sidecar.sources import (
+    CHECK_FILE_SECONDS,
     NO_EXP_SECONDS,
     REFRESH_BEFORE_SECONDS,
     RETRY_SECONDS,
@@ -429,3 +431,38 @@ def test_a_missing_or_odd_key_file_is_refused(tmp_path: Path) -> None:
         MasterKeyFile(tmp_path / "absent")
     with pytest.raises(CredentialUnavailable, match="not a regular file"):
         MasterKeyFile(tmp_path)
+
+
+async def test_a_new_key_in_the_file_is_followed_within_a_second(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    path = key_file(tmp_path, KEY)
+    source = MasterKeyFile(path, clock=clock)
+    rotated = credentials.new_master_key()
+    write_atomically(path, rotated + "\n", 0o600)  # `lmk keys rotate`, then the new key saved
+    assert await source.current() == KEY  # not looked at again yet
+    clock.now += CHECK_FILE_SECONDS
+    with caplog.at_level("INFO"):
+        assert await source.current() == rotated
+    assert f"now sending lmk_...{rotated[-4:]}" in caplog.text
+    assert rotated not in caplog.text and KEY not in caplog.text
+
+
+@pytest.mark.parametrize("change", ["loosen the mode", "no key"])
+async def test_a_changed_file_without_a_good_key_keeps_the_key_read_before(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, change: str
+) -> None:
+    clock = Clock()
+    path = key_file(tmp_path, KEY)
+    source = MasterKeyFile(path, clock=clock)
+    if change == "no key":
+        write_atomically(path, "\n", 0o600)
+    else:
+        path.chmod(0o644)
+    clock.now += CHECK_FILE_SECONDS
+    with caplog.at_level("ERROR"):
+        assert await source.current() == KEY
+    said = "is mode 0644, not 0600" if change != "no key" else "does not hold a master key"
+    assert said in caplog.text and "still sending the master key read before" in caplog.text
+    assert KEY not in caplog.text

@@ -22,6 +22,7 @@ from typing import Protocol
 import jwt
 
 from llamakey import credentials, filemodes
+from llamakey.files import file_stamp
 from llamakey.scrub import MASTER_KEY_PATTERN, Scrubber
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ RETRY_SECONDS = 5.0
 """After a failed fetch, while the cached token is still valid, the next try is this much
 later: a broken command is not run again for every request."""
 COMMAND_TIMEOUT_SECONDS = 30.0
+CHECK_FILE_SECONDS = 1.0
+"""How often, at most, the master key file is checked for a new key."""
 
 _MASTER_KEY = re.compile(MASTER_KEY_PATTERN)
 # Three base64url parts: whatever a command prints on its standard error that looks like a
@@ -61,9 +64,19 @@ class CredentialSource(Protocol):
 
 
 class MasterKeyFile:
-    """A master key read once from a file that only its owner may read (mode 0600)."""
+    """A master key from a file that only its owner may read (mode 0600), followed when the
+    file changes (`lmk keys rotate`, and the new key written to it): checked at most once a
+    second, off the event loop, when a request asks for the key."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        self._stamp = file_stamp(path)
+        self.key = self._read()
+        self._next_check = clock() + CHECK_FILE_SECONDS
+
+    def _read(self) -> str:
+        path = self.path
         if problem := filemodes.private_file_problem(path):
             raise CredentialUnavailable(problem)
         try:
@@ -74,14 +87,34 @@ class MasterKeyFile:
             raise CredentialUnavailable(
                 f"{path} does not hold a master key: one line, lmk_ followed by the key"
             )
-        self.path = path
-        self.key = credentials.normalise(text)
+        return credentials.normalise(text)
+
+    def _shown(self) -> str:
+        return credentials.marker(self.key, None).removesuffix(" (unknown)")
 
     def describe(self) -> str:
-        shown = credentials.marker(self.key, None).removesuffix(" (unknown)")
-        return f"master key {shown} from {self.path}"
+        return f"master key {self._shown()} from {self.path}"
+
+    def follow(self) -> None:
+        """Read the file again if it changed (blocking: in a thread). A file that no longer
+        holds a key, or that others may read, is said, and the key read before stays."""
+        stamp = file_stamp(self.path)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            key = self._read()
+        except CredentialUnavailable as error:
+            log.error("LlaMaKey sidecar: %s; still sending the master key read before", error)
+            return
+        if key != self.key:
+            self.key = key
+            log.info("LlaMaKey sidecar: %s changed: now sending %s", self.path, self._shown())
 
     async def current(self) -> str:
+        if self._clock() >= self._next_check:
+            self._next_check = self._clock() + CHECK_FILE_SECONDS
+            await asyncio.to_thread(self.follow)
         return self.key
 
 
