@@ -17,9 +17,18 @@ from pathlib import Path
 import pytest
 
 from llamakey import ca
+from llamakey.files import write_atomically
 from tests.conftest import make_gateway
 from tests.e2e.test_audit import ids, rows
-from tests.harness import LMK, REAL_KEYS, Gateway, free_port, run_client, wait_until
+from tests.harness import (
+    LMK,
+    REAL_KEYS,
+    Gateway,
+    free_port,
+    run_client,
+    run_lmk,
+    wait_until,
+)
 from tests.mock_upstream import MockUpstream, mock_text
 
 
@@ -369,3 +378,23 @@ def test_a_jwt_from_the_command_goes_to_the_central_proxy(
     jwt_shaped = re.compile(rb"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]+")
     for path, content in car.written().items():
         assert not jwt_shaped.search(content), f"a token in {path}"
+
+
+def test_a_rotated_key_written_to_the_file_is_used_without_a_restart(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    key = gateway.new_user("sidecar-rotated", "research")
+    car = Sidecar(tmp_path / "sidecar", gateway, key)
+    call = "from openai import OpenAI\nprint(OpenAI(max_retries=0).models.list().data[0].id)\n"
+    car.start()
+    try:
+        env = car.app_env()
+        wait_until(lambda: run_client(call, env).returncode == 0, "the new user to be accepted")
+        rotated = run_lmk(gateway.config, "keys", "rotate", "sidecar-rotated")
+        assert rotated.returncode == 0, rotated.stderr
+        wait_until(lambda: run_client(call, env).returncode != 0, "the old key to be refused")
+        write_atomically(car.key_file, rotated.stdout.strip() + "\n", 0o600)
+        wait_until(lambda: run_client(call, env).returncode == 0, "the new key to be sent")
+    finally:
+        car.stop()
+    assert "now sending lmk_..." in car.log.read_text()

@@ -17,6 +17,7 @@ tunnels or blocks them as it is configured to.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from dataclasses import dataclass
@@ -130,6 +131,9 @@ async def run(settings: SidecarSettings, source: CredentialSource) -> int:
     m = SidecarMaster(opts, credential)
     m.addons.add(SidecarBanner(settings, source))
     install_log_scrubber(credential)
+    # The embedded master leaves the root logger at WARNING: let the sidecar's own info lines
+    # (a key file followed) through, as `lmk serve` does (steps/announce.py).
+    logging.getLogger("llamakey").setLevel(logging.INFO)
     try:
         opts.update(**sidecar_options(settings, index))
     except exceptions.OptionsError as error:
