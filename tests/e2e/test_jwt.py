@@ -1,9 +1,9 @@
 """JWT identities against a real `lmk web`: tokens signed with test keys, published by a local
 JWKS server. Valid RS256 and ES256 tokens pass; every bad one is each SDK's own 401; every
 carrier a master key uses carries a JWT too; a JWT identity gets its groups' rules, its own
-rate limits and audit rows; a rotated key set is picked up; a slow JWKS server holds up no
-other request; and no token reaches a provider, the audit database, mitmweb, saved flows or
-the log."""
+rate limits and audit rows; a rotated key set is picked up; `lmk sidecar --jwt-command`
+gets through as the token's user; a slow JWKS server holds up no other request; and no token
+reaches a provider, the audit database, mitmweb, saved flows or the log."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import make_gateway
 from tests.e2e.test_audit import ids, new_row, rows
 from tests.e2e.test_secrets import _get, _web
+from tests.e2e.test_sidecar import OPENAI_APP, Sidecar
 from tests.harness import REAL_KEYS, Gateway, free_port, run_client, wait_until
 from tests.jwks_server import (
     AUDIENCE,
@@ -287,6 +288,25 @@ def test_an_unknown_kid_refreshes_the_key_set_once_and_a_rotated_set_is_picked_u
         assert curl(env, url, *_bearer(env))[0] == 401
     finally:
         jwks.keys = old
+
+
+def test_a_sidecar_with_a_jwt_command_reaches_the_provider_as_the_tokens_user(
+    web: Gateway, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(sign(RSA) + "\n")
+    car = Sidecar(
+        tmp_path / "sidecar", web, "unused", extra_args=("--jwt-command", f"cat {token_file}")
+    )
+    car.start()
+    before = ids(web.audit_db)
+    try:
+        done = run_client(OPENAI_APP, car.app_env())
+    finally:
+        car.stop()
+    assert done.returncode == 0, done.stderr[-2000:]
+    recorded = [r for r in rows(web.audit_db) if r["id"] not in before]
+    assert recorded and {(r["user"], r["status"]) for r in recorded} == {("carol", 200)}
 
 
 def test_no_token_in_the_provider_audit_db_mitmweb_saved_flows_or_log(
