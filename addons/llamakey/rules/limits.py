@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from llamakey.rules.models import ModelRules, compile_models
+from llamakey.store import Window
 
 WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
 """Seconds of each `per`."""
@@ -39,6 +41,8 @@ class LimitSpec:
     model: str | None
     reserve_output: int
     source: str
+    warn_at: float | None = None
+    """The soft limit, a fraction of `amount` (``warn_at = 0.8``): a warning once per window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,19 @@ class RateLimit:
     model: ModelRules | None
     source: str
     reserve_output: int
+    scope: str = "user"
+    scope_id: str = ""
+    """Whose counter it is: the user's or the group's name, or ``all`` (`scope_ids`)."""
+    warn_at: float | None = None
+
+    @property
+    def window(self) -> Window:
+        return Window(self.seconds)
+
+    @property
+    def cap(self) -> float:
+        """The hard limit, in `unit`s."""
+        return float(self.limit)
 
     def applies(self, provider: str, model: str | None) -> bool:
         return targets(self.provider, self.model, provider, model)
@@ -87,6 +104,43 @@ def scope_ids(
     return (from_group,) if from_group is not None else groups
 
 
+class CountedRule(Protocol):
+    """What a rate limit and a budget share: a counter (`key` in `window`), the hard limit
+    `cap` in `unit`s (``requests``, ``tokens``, ``usd``), whose counter it is, and where it was
+    written (the store, the rebuild from the audit database and the soft limits read these)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def window(self) -> Window: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def cap(self) -> float: ...
+    @property
+    def per(self) -> str: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def scope_id(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def reserve_output(self) -> int: ...
+    @property
+    def warn_at(self) -> float | None: ...
+
+    def applies(self, provider: str, model: str | None) -> bool: ...
+    def describe(self) -> str: ...
+
+
+def earlier(kept: CountedRule, other: CountedRule) -> float | None:
+    """The soft limit of two rules folded on one counter (`kept` the stricter): the one that
+    warns at the lower amount, as a fraction of `kept`'s cap."""
+    thresholds = [r.warn_at * r.cap for r in (kept, other) if r.warn_at is not None]
+    return min(1.0, min(thresholds) / kept.cap) if thresholds else None
+
+
 def model_rules(pattern: str | None) -> ModelRules | None:
     return compile_models((pattern,)) if pattern is not None else None
 
@@ -113,10 +167,16 @@ def compile_limits(
                 model=model_rules(spec.model),
                 source=spec.source,
                 reserve_output=spec.reserve_output,
+                scope=spec.scope,
+                scope_id=scope_id,
+                warn_at=spec.warn_at,
             )
             found = folded.get((key, seconds))
             if found is None or limit.limit < found.limit:
                 folded[(key, seconds)] = limit
+            if found is not None:  # the soft limit of either, the earlier warning
+                kept = folded[(key, seconds)]
+                folded[(key, seconds)] = replace(kept, warn_at=earlier(kept, found))
     return tuple(folded.values())
 
 

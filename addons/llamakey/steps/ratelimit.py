@@ -43,9 +43,11 @@ from llamakey.flowstate import FlowState
 from llamakey.pricing import PriceOverride, cost_usd
 from llamakey.refusals import Refusal
 from llamakey.rules.budgets import Budget
-from llamakey.rules.limits import RateLimit, estimate_tokens
+from llamakey.rules.limits import CountedRule, RateLimit, estimate_tokens
 from llamakey.state import GatewayState
+from llamakey.steps.alerts import SoftLimits
 from llamakey.steps.guard import fail_closed
+from llamakey.steps.rebuild import CounterRebuild
 from llamakey.store import ClosableCounterStore, StoreUnavailable, Window, open_store
 from llamakey.usage import Usage
 
@@ -61,6 +63,7 @@ class Reservation:
     window: Window
     unit: str
     amount: float
+    rule: CountedRule | None = None  # whose soft limit (`steps.alerts`) a settlement may reach
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ class RateLimits:
         state: GatewayState,
         store: ClosableCounterStore | None = None,
         clock: Callable[[], float] = time.time,
+        rebuild: CounterRebuild | None = None,
     ) -> None:
         self.state = state
         self._clock = clock  # the reset time a budget refusal names (the store's clock)
@@ -93,6 +97,12 @@ class RateLimits:
         self._closing: set[object] = set()
         self._overrides: dict[str, PriceOverride] = {}
         self._overrides_from: object = None
+        # Counters a store does not hold yet start from the audit database (a test's own store
+        # starts empty unless the test passes a rebuild).
+        self.rebuild = rebuild
+        if rebuild is None and store is None:
+            self.rebuild = CounterRebuild(state, self.overrides, clock)
+        self.soft = SoftLimits(state, clock)
 
     def store(self) -> ClosableCounterStore:
         settings = self.state.settings
@@ -160,6 +170,8 @@ class RateLimits:
         body: bytes | None = None
         taken: list[Reservation] = []
         try:
+            if self.rebuild is not None and (rebuilding := self.rebuild.waiter(store)):
+                await rebuilding
             for limit in limits:
                 if limit.unit == "tokens":
                     if body is None:
@@ -178,7 +190,8 @@ class RateLimits:
                         f"{max(1, round(admission.retry_after))} s",
                         admission.retry_after,
                     )
-                taken.append(Reservation(limit.key, window, limit.unit, amount))
+                taken.append(Reservation(limit.key, window, limit.unit, amount, limit))
+                self.soft.crossed(store, limit, admission.total, state.user)
             costs: dict[int, float | None] = {}
             for budget in budgets:
                 if body is None:
@@ -206,7 +219,8 @@ class RateLimits:
                         admission.retry_after,
                         retry=False,
                     )
-                taken.append(Reservation(budget.key, budget.window, "usd", cost))
+                taken.append(Reservation(budget.key, budget.window, "usd", cost, budget))
+                self.soft.crossed(store, budget, admission.total, state.user)
         except StoreUnavailable as error:
             if self._allow_on_error():
                 log.warning(
@@ -260,7 +274,9 @@ class RateLimits:
                 else:
                     continue
                 if spent is not None and spent != reservation.amount:
-                    await store.add(reservation.key, spent - reservation.amount, reservation.window)
+                    delta = spent - reservation.amount
+                    total = await store.add(reservation.key, delta, reservation.window)
+                    self.soft.crossed(store, reservation.rule, total, state.user)
         except StoreUnavailable as error:
             log.error("LlaMaKey: rate-limit usage not settled (store unavailable): %s", error)
 
@@ -273,7 +289,13 @@ class RateLimits:
     def error(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         return self.settle(flow) if flow in self.reservations else None
 
+    def running(self) -> None:
+        """Start rebuilding the counters now, so the first request seldom waits for it."""
+        if self.rebuild is not None:
+            self.rebuild.start(self.store())
+
     async def done(self) -> None:
+        self.soft.close()
         if self._store is not None:
             await self._store.aclose()
             self._store = None

@@ -1,0 +1,148 @@
+"""Counters that a store does not hold yet start from the audit database (README "Rules").
+
+The ``local`` store lives in the proxy's memory, so a restart would give every user, group and
+the gateway a fresh allowance for the rest of the window; a reload that adds a limit or budget
+would do the same for it, whatever the store. So whenever `RateLimits` opens a store (the
+proxy's start, a change of ``[state]``) and whenever a reload brings counters it has not seen,
+`CounterRebuild` reads the current windows from the audit database (`audit.spend`, on a
+worker thread: the event loop never waits on SQLite), computes what each new counter would
+hold (`rules.rebuild`) and adds it to the store, only into a counter that is still empty:
+`add_within(key, total, total)` admits exactly when the store holds nothing for it, atomically.
+So a ``sqlite`` or ``redis`` store that kept its counters (a restart, another proxy counting)
+is never counted twice, and one that lost them (a state file deleted, a Redis without
+persistence restarted) gets them back on the next start or reload.
+
+Admissions wait for it: `RateLimits.admit` awaits `waiter` before it counts anything, so no
+request is admitted against a counter still being rebuilt. A database that cannot be read
+makes the wait raise `StoreUnavailable` (503 ``rules_store_unavailable``, or admitted under
+``on_store_error = "allow"``), and the next admission tries again: fail closed, recover by
+itself. With ``[audit] enabled = false`` there is nothing to read: counters start at 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from llamakey.audit.spend import spend_since
+from llamakey.pricing import PriceOverride, cost_usd
+from llamakey.providers import BUILTIN_PROVIDERS
+from llamakey.rules.rebuild import Counter, Spend, counters, rebuilt_totals
+from llamakey.state import GatewayState
+from llamakey.store import CounterStore, StoreUnavailable
+from llamakey.usage import Usage
+
+log = logging.getLogger(__name__)
+
+type ReadSpend = Callable[[Path, Sequence[int]], Mapping[int, Sequence[Spend]]]
+
+
+class CounterRebuild:
+    """Which counters of the current store are rebuilt, and the rebuild under way."""
+
+    def __init__(
+        self,
+        state: GatewayState,
+        overrides: Callable[[], Mapping[str, PriceOverride]],
+        clock: Callable[[], float] = time.time,
+        read: ReadSpend = spend_since,
+    ) -> None:
+        self.state = state
+        self._overrides = overrides
+        self._clock = clock
+        self._read = read
+        self._store: CounterStore | None = None
+        self._seen: object = None  # the policies whose counters are rebuilt (or under way)
+        self._done: set[Counter] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def waiter(self, store: CounterStore) -> asyncio.Future[None] | None:
+        """What an admission into `store` must await first, or None (the common case: two
+        identity checks) when every counter of the live configuration is rebuilt. Shielded: a
+        flow that goes away while waiting does not cancel the rebuild."""
+        task = self.start(store)
+        return asyncio.shield(task) if task is not None else None
+
+    def start(self, store: CounterStore) -> asyncio.Task[None] | None:
+        """Start rebuilding the counters of the live configuration that `store` has not been
+        given yet; the rebuild under way (which covers them), or None when there is none."""
+        settings = self.state.settings
+        if settings is None or (store is self._store and settings.policies is self._seen):
+            return self._task
+        if store is not self._store:
+            self._store, self._done = store, set()
+        self._seen = settings.policies
+        if self._task is None and all(c in self._done for c in counters(settings.policies)):
+            return None
+        task = asyncio.get_running_loop().create_task(self._rebuild(store, self._done, self._task))
+        task.add_done_callback(self._finished)
+        self._task = task
+        return task
+
+    async def _rebuild(
+        self, store: CounterStore, done: set[Counter], previous: asyncio.Task[None] | None
+    ) -> None:
+        """Rebuild into `store` the live configuration's counters not in `done` (the set of
+        that store: a store replaced meanwhile keeps its own)."""
+        if previous is not None:  # one rebuild at a time; its counters are then done
+            await asyncio.wait([previous])
+        settings = self.state.settings
+        if settings is None:
+            return
+        policies = settings.policies
+        wanted = [c for c in counters(policies) if c not in done]
+        if not wanted:
+            return
+        if not settings.file.audit.enabled:
+            done.update(wanted)
+            return
+        now = self._clock()
+        overrides = self._overrides()
+
+        def price(provider: str, model: str, given: int, output: int) -> float | None:
+            resolved = settings.providers.get(provider)
+            entry = resolved.provider if resolved else BUILTIN_PROVIDERS.get(provider)
+            if entry is None:
+                return None
+            probe = Usage(input_tokens=given, output_tokens=output, model=model)
+            cost = cost_usd(entry, model, probe, overrides=overrides)
+            return float(cost) if cost is not None else None
+
+        def read_and_count() -> dict[Counter, float]:
+            starts = sorted({window.start(now) for _, window in wanted})
+            spends = self._read(settings.audit_path, starts)
+            return rebuilt_totals(policies, wanted, spends, lambda w: w.start(now), price)
+
+        try:  # the SQL and the counting on a worker thread, never on the event loop
+            totals = await asyncio.to_thread(read_and_count)
+        except (sqlite3.Error, OSError) as error:
+            raise StoreUnavailable(
+                f"the audit database {settings.audit_path} cannot be read to rebuild the rate "
+                f"limit and budget counters: {error}"
+            ) from error
+        seeded = 0
+        for (key, window), total in totals.items():
+            # A window that ended while reading starts empty, as it should.
+            if total > 0 and window.start(self._clock()) == window.start(now):
+                admission = await store.add_within(key, total, total, window)
+                seeded += admission.admitted
+            done.add((key, window))
+        if seeded:
+            log.info(
+                "LlaMaKey: %d rate-limit and budget counters rebuilt from the audit database",
+                seeded,
+            )
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:
+            self._task = None
+        if task.cancelled():
+            self._seen = None
+            return
+        if (error := task.exception()) is not None:
+            self._seen = None  # the next admission tries again
+            log.error("LlaMaKey: counters not rebuilt (admissions wait and retry): %s", error)
