@@ -118,3 +118,24 @@ def test_a_request_in_flight_when_the_proxy_was_killed_counts_its_worst_case(
             stream.kill()
             stream.wait(5)
         gw.stop()
+
+
+def test_a_limit_added_by_a_reload_starts_from_what_its_window_already_spent(
+    tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream
+) -> None:
+    gw = make_gateway(tmp_path_factory.mktemp("reload-limit"), mock)
+    gw.start()
+    try:
+        assert _calls(gw, "gpt-4o", "gpt-4o") == ["ok", "ok"]  # no limit yet
+        _completed(gw, 2)
+        reloads = gw.log.read_text().count("Configuration reloaded")
+        gw.extra_toml = RULES
+        gw.write_config()
+        wait_until(
+            lambda: gw.log.read_text().count("Configuration reloaded") > reloads, "the reload"
+        )
+        out = _calls(gw, "gpt-4o", "gpt-4o")
+        assert out[0] == "ok"  # 3 a day, 2 spent today before the limit existed
+        assert "alice: 3 requests per day (defaults.rate_limits.0)" in out[1]
+    finally:
+        gw.stop()
