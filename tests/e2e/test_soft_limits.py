@@ -69,7 +69,9 @@ def test_a_soft_limit_warns_once_and_posts_one_signed_alert(
     rules = f"""
 [defaults]
 rate_limits = [{{ requests = 3, per = "day", model = "gpt-4o", warn_at = 0.6 }}]
-budgets = [{{ usd = 100.0, per = "day", model = "gpt-4o-mini", reserve_output = 20, warn_at = 0.5 }}]
+budgets = [
+  {{ usd = 100.0, per = "day", model = "gpt-4o-mini", reserve_output = 20, warn_at = 0.5 }},
+]
 
 [alerts]
 webhook_url = "{receiver.url}"

@@ -100,9 +100,8 @@ def compile_budgets(
                 warn_at=spec.warn_at,
             )
             found = folded.get((key, spec.per))
-            if found is None or budget.usd < found.usd:
-                folded[(key, spec.per)] = budget
-            if found is not None:  # the soft limit of either, the earlier warning
-                kept = folded[(key, spec.per)]
-                folded[(key, spec.per)] = replace(kept, warn_at=earlier(kept, found))
+            kept = budget if found is None or budget.usd < found.usd else found
+            if found is not None:  # the soft limit of either: the earlier warning
+                kept = replace(kept, warn_at=earlier(kept, found if kept is budget else budget))
+            folded[(key, spec.per)] = kept
     return tuple(folded.values())

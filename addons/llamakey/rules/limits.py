@@ -136,9 +136,11 @@ class CountedRule(Protocol):
 
 def earlier(kept: CountedRule, other: CountedRule) -> float | None:
     """The soft limit of two rules folded on one counter (`kept` the stricter): the one that
-    warns at the lower amount, as a fraction of `kept`'s cap."""
-    thresholds = [r.warn_at * r.cap for r in (kept, other) if r.warn_at is not None]
-    return min(1.0, min(thresholds) / kept.cap) if thresholds else None
+    warns at the lower amount, as a fraction of `kept`'s cap (none if only one at or above
+    that cap, which the hard limit reaches first)."""
+    amounts = [r.warn_at * r.cap for r in (kept, other) if r.warn_at is not None]
+    lowest = min(amounts, default=kept.cap)
+    return lowest / kept.cap if lowest < kept.cap else None
 
 
 def model_rules(pattern: str | None) -> ModelRules | None:
@@ -172,11 +174,10 @@ def compile_limits(
                 warn_at=spec.warn_at,
             )
             found = folded.get((key, seconds))
-            if found is None or limit.limit < found.limit:
-                folded[(key, seconds)] = limit
-            if found is not None:  # the soft limit of either, the earlier warning
-                kept = folded[(key, seconds)]
-                folded[(key, seconds)] = replace(kept, warn_at=earlier(kept, found))
+            kept = limit if found is None or limit.limit < found.limit else found
+            if found is not None:  # the soft limit of either: the earlier warning
+                kept = replace(kept, warn_at=earlier(kept, found if kept is limit else limit))
+            folded[(key, seconds)] = kept
     return tuple(folded.values())
 
 

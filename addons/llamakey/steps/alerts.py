@@ -155,8 +155,13 @@ class SoftLimits:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmk-alerts")
         self._executor.submit(self._send, webhook, body)
 
+    async def flush(self) -> None:
+        """Wait until every warning claimed so far is logged and its POST handed over."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def close(self) -> None:
-        """Let a POST under way finish on its thread; drop those not started."""
+        """Let a POST under way finish on its thread; drop those not started (the proxy is
+        stopping)."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

@@ -295,6 +295,7 @@ class RateLimits:
             self.rebuild.start(self.store())
 
     async def done(self) -> None:
+        await self.soft.flush()  # warnings claimed in the store before it closes
         self.soft.close()
         if self._store is not None:
             await self._store.aclose()

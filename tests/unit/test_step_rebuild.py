@@ -1,0 +1,122 @@
+"""Counters rebuilt from the audit database in `RateLimits`: admissions wait for the rebuild and
+count on top of it; the database is read on a worker thread; a counter the store already holds
+is left alone; a reload rebuilds only the counters it adds; an unreadable database refuses
+(503) until it can be read; with the audit log off nothing is read."""
+
+from __future__ import annotations
+
+import copy
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llamakey import config
+from llamakey.refusals import Refusal
+from llamakey.rules.rebuild import Spend
+from llamakey.state import GatewayState
+from llamakey.steps.authorize import Authorize
+from llamakey.steps.ratelimit import RateLimits
+from llamakey.steps.rebuild import CounterRebuild
+from llamakey.store import MemoryCounterStore, Window
+from tests.unit.builders import config_data
+from tests.unit.test_step_budgets import NOW, body, call
+
+DAY_START = int(NOW) - int(NOW) % 86400
+HOUR_START = int(NOW) - int(NOW) % 3600
+REQUESTS = "rl:user:alice:*:*:requests"
+
+
+class Audit:
+    """A stand-in for `spend_since`: alice's spend since any window began, and every call."""
+
+    def __init__(self, requests: int = 2, fail: int = 0) -> None:
+        self.requests = requests
+        self.fail = fail
+        self.calls: list[tuple[list[int], str]] = []
+
+    def __call__(self, path: Path, starts: Sequence[int]) -> Mapping[int, Sequence[Spend]]:
+        self.calls.append((list(starts), threading.current_thread().name))
+        if self.fail:
+            self.fail -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        alice = Spend(
+            "alice", ("research",), "openai", "gpt-4o-mini", self.requests, 0, 0, 0, 0.0, 0, 0
+        )
+        return {start: [alice] for start in starts}
+
+
+def data(rate_limits: list[dict[str, Any]], audit: bool = True) -> dict[str, Any]:
+    d = copy.deepcopy(config_data())
+    d["defaults"] = {"rate_limits": rate_limits}
+    d["audit"] = {"enabled": audit}
+    return d
+
+
+def setup(
+    d: dict[str, Any], audit: Audit, store: MemoryCounterStore | None = None
+) -> tuple[GatewayState, Authorize, MemoryCounterStore]:
+    state = GatewayState()
+    state.install(config.resolve(config.parse(d), None))
+    store = store if store is not None else MemoryCounterStore(lambda: NOW)
+    rate = RateLimits(state, store, clock=lambda: NOW)
+    rate.rebuild = CounterRebuild(state, rate.overrides, lambda: NOW, read=audit)
+    return state, Authorize(state, rate), store
+
+
+async def refused_by(state: GatewayState, authorize: Authorize) -> Refusal | None:
+    f = await call(state, authorize, body())
+    return state.flows(f).refusal
+
+
+async def test_admissions_count_on_top_of_what_the_audit_database_recorded() -> None:
+    audit = Audit(requests=2)
+    state, authorize, store = setup(data([{"requests": 3, "per": "day"}]), audit)
+    assert await refused_by(state, authorize) is None
+    assert await refused_by(state, authorize) is Refusal.RATE_LIMITED
+    assert await store.total(REQUESTS, Window(86400)) == 3
+    ((starts, thread),) = audit.calls  # read once, off the event loop
+    assert starts == [DAY_START] and thread != threading.current_thread().name
+
+
+async def test_a_counter_the_store_already_holds_is_left_alone() -> None:
+    store = MemoryCounterStore(lambda: NOW)
+    await store.add(REQUESTS, 1, Window(86400))  # a shared store that kept its counters
+    state, authorize, _ = setup(data([{"requests": 3, "per": "day"}]), Audit(2), store)
+    assert await refused_by(state, authorize) is None
+    assert await refused_by(state, authorize) is None
+    assert await refused_by(state, authorize) is Refusal.RATE_LIMITED
+
+
+async def test_a_reload_rebuilds_only_the_counters_it_adds() -> None:
+    audit = Audit(requests=2)
+    state, authorize, store = setup(data([{"requests": 3, "per": "day"}]), audit)
+    assert await refused_by(state, authorize) is None  # 3 of 3 today
+    state.install(
+        config.resolve(
+            config.parse(data([{"requests": 3, "per": "day"}, {"requests": 10, "per": "hour"}])),
+            None,
+        )
+    )
+    assert await refused_by(state, authorize) is Refusal.RATE_LIMITED
+    assert [starts for starts, _ in audit.calls] == [[DAY_START], [HOUR_START]]
+    assert await store.total(REQUESTS, Window(86400)) == 3  # not rebuilt twice
+    assert await store.total(REQUESTS, Window(3600)) == 2  # rebuilt: this hour's 2
+
+
+async def test_an_unreadable_database_refuses_until_it_can_be_read() -> None:
+    audit = Audit(requests=0, fail=1)
+    state, authorize, _ = setup(data([{"requests": 3, "per": "day"}]), audit)
+    f = await call(state, authorize, body())
+    assert state.flows(f).refusal is Refusal.STORE_UNAVAILABLE
+    assert f.response is not None and f.response.status_code == 503
+    assert await refused_by(state, authorize) is None  # read again, and admitted
+    assert len(audit.calls) == 2
+
+
+async def test_with_the_audit_log_off_nothing_is_read() -> None:
+    audit = Audit(requests=5)
+    state, authorize, _ = setup(data([{"requests": 3, "per": "day"}], audit=False), audit)
+    assert await refused_by(state, authorize) is None
+    assert audit.calls == []
