@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from llamakey import config
+from llamakey import advice, config
 from llamakey.config import Webhook
 from llamakey.state import GatewayState
 from llamakey.steps.alerts import SoftLimits, post
@@ -265,3 +265,11 @@ def test_two_budgets_folded_on_one_counter_keep_the_earlier_warning() -> None:
     d["groups"]["research"]["budgets"] = [{"usd": 20.0, "per": "day", "warn_at": 0.4}]
     (budget,) = config.resolve(config.parse(d), None).policies["alice"].budgets
     assert budget.usd == 10.0 and budget.warn_at == pytest.approx(0.8)  # $8, research's
+
+
+def test_a_literal_alert_secret_is_warned_of_by_its_toml_path() -> None:
+    d = data()
+    d["alerts"] = {"webhook_url": "https://hooks.example.com/x", "secret": "s3cret-literal"}
+    (warning,) = advice.warnings(config.resolve(config.parse(d), None))
+    assert warning.startswith("alerts.secret in the configuration is a literal secret")
+    assert "s3cret-literal" not in warning
