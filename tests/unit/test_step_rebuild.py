@@ -5,9 +5,11 @@ is left alone; a reload rebuilds only the counters it adds; an unreadable databa
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,12 @@ class Audit:
         self.requests = requests
         self.fail = fail
         self.calls: list[tuple[list[int], str]] = []
+        self.gate: threading.Event | None = None  # when set: reads wait for it
 
     def __call__(self, path: Path, starts: Sequence[int]) -> Mapping[int, Sequence[Spend]]:
         self.calls.append((list(starts), threading.current_thread().name))
+        if self.gate is not None:
+            assert self.gate.wait(5)
         if self.fail:
             self.fail -= 1
             raise sqlite3.OperationalError("disk I/O error")
@@ -120,3 +125,22 @@ async def test_with_the_audit_log_off_nothing_is_read() -> None:
     state, authorize, _ = setup(data([{"requests": 3, "per": "day"}], audit=False), audit)
     assert await refused_by(state, authorize) is None
     assert audit.calls == []
+
+
+async def test_while_a_reload_rebuilds_a_request_on_rebuilt_counters_does_not_wait() -> None:
+    audit = Audit(requests=0)
+    day = {"requests": 3, "per": "day"}
+    state, authorize, _ = setup(data([day]), audit)
+    assert await refused_by(state, authorize) is None
+    audit.gate = threading.Event()
+    added = {"requests": 1, "per": "hour", "model": "gpt-4o"}  # not the model called below
+    state.install(config.resolve(config.parse(data([day, added])), None))
+    try:
+        assert await refused_by(state, authorize) is None  # starts the rebuild, does not wait
+        deadline = time.monotonic() + 5
+        while len(audit.calls) < 2:  # the rebuild's read, blocked at the gate
+            assert time.monotonic() < deadline, "the reload's rebuild did not start"
+            await asyncio.sleep(0.01)
+        assert await refused_by(state, authorize) is None  # admitted while it is blocked
+    finally:
+        audit.gate.set()

@@ -170,7 +170,9 @@ class RateLimits:
         body: bytes | None = None
         taken: list[Reservation] = []
         try:
-            if self.rebuild is not None and (rebuilding := self.rebuild.waiter(store)):
+            if self.rebuild is not None and (
+                rebuilding := self.rebuild.waiter(store, limits, budgets)
+            ):
                 await rebuilding
             for limit in limits:
                 if limit.unit == "tokens":

@@ -31,6 +31,7 @@ from pathlib import Path
 from llamakey.audit.spend import spend_since
 from llamakey.pricing import PriceOverride, cost_usd
 from llamakey.providers import BUILTIN_PROVIDERS
+from llamakey.rules.limits import CountedRule
 from llamakey.rules.rebuild import Counter, Spend, counters, rebuilt_totals
 from llamakey.state import GatewayState
 from llamakey.store import CounterStore, StoreUnavailable
@@ -60,12 +61,19 @@ class CounterRebuild:
         self._done: set[Counter] = set()
         self._task: asyncio.Task[None] | None = None
 
-    def waiter(self, store: CounterStore) -> asyncio.Future[None] | None:
-        """What an admission into `store` must await first, or None (the common case: two
-        identity checks) when every counter of the live configuration is rebuilt. Shielded: a
-        flow that goes away while waiting does not cancel the rebuild."""
+    def waiter(
+        self, store: CounterStore, *rules: Sequence[CountedRule]
+    ) -> asyncio.Future[None] | None:
+        """What an admission counting on `rules` in `store` must await first, or None: the
+        common case (two identity checks), and while a reload's rebuild runs, a request whose
+        own counters are rebuilt already. Shielded: a flow that goes away while waiting does
+        not cancel the rebuild."""
         task = self.start(store)
-        return asyncio.shield(task) if task is not None else None
+        if task is None:
+            return None
+        if all((r.key, r.window) in self._done for group in rules for r in group):
+            return None
+        return asyncio.shield(task)
 
     def start(self, store: CounterStore) -> asyncio.Task[None] | None:
         """Start rebuilding the counters of the live configuration that `store` has not been
