@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llamakey.config.schema import StateTable
 from llamakey.store.counters import ClosableCounterStore, MemoryCounterStore
 from llamakey.store.sqlite_store import SQLiteCounterStore
+
+if TYPE_CHECKING:  # only a type here: the config imports the rules, which import the store
+    from llamakey.config.schema import StateTable
 
 
 def open_store(state: StateTable, base_dir: Path) -> ClosableCounterStore:
