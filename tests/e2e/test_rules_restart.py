@@ -1,6 +1,8 @@
 """Limits and budgets survive a restart of the proxy (the `local` store, rebuilt from the audit
 database): the openai SDK sees `RateLimitError` at the count that was left before the restart;
-a request in flight when the proxy was killed (`kill -9`) counts its worst case."""
+a `sqlite` store keeps its counters and is not counted twice; a request in flight when the
+proxy was killed (`kill -9`) counts its worst case; a limit added by a reload starts from what
+its window already spent."""
 
 from __future__ import annotations
 
@@ -85,6 +87,27 @@ def test_the_allowance_left_before_a_restart_is_what_is_left_after(
         assert "alice: $100.00 per day (defaults.budgets.0) is spent; resets " in out[3]
         assert len(mock.seen) == 2
         assert "counters rebuilt from the audit database" in gw.log.read_text()
+    finally:
+        gw.stop()
+
+
+def test_a_sqlite_store_keeps_its_counters_and_is_not_counted_twice(
+    tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream
+) -> None:
+    state = '\n[state]\nbackend = "sqlite"\npath = "state.db"\n'
+    gw = make_gateway(tmp_path_factory.mktemp("restart-sqlite"), mock, extra_toml=RULES + state)
+    gw.start()
+    try:
+        assert _calls(gw, "gpt-4o", "gpt-4o") == ["ok", "ok"]
+        _completed(gw, 2)
+    finally:
+        gw.stop()
+    gw.start()
+    try:
+        # The file kept 2 of 3: the audit database's 2 are not added on top of them.
+        out = _calls(gw, "gpt-4o", "gpt-4o")
+        assert out[0] == "ok"
+        assert "alice: 3 requests per day (defaults.rate_limits.0)" in out[1]
     finally:
         gw.stop()
 
