@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import make_gateway
 from tests.e2e.test_audit import rows
 from tests.e2e.test_rules_restart import _calls
-from tests.harness import wait_until
+from tests.harness import free_port, wait_until
 from tests.mock_upstream import MockUpstream
 
 SECRET = "whsec-test-0123456789"
@@ -123,5 +123,28 @@ cache_read_per_mtok = 1000000
         assert budget["resets_at"].endswith("T00:00:00Z")
         assert budget["counter"] == "bg:user:alice:*:gpt-4o-mini:usd"
         assert SECRET not in log and receiver.url not in log
+    finally:
+        gw.stop()
+
+
+def test_an_unreachable_webhook_changes_nothing_for_requests(
+    tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream
+) -> None:
+    rules = f"""
+[defaults]
+rate_limits = [{{ requests = 3, per = "day", warn_at = 0.2 }}]
+
+[alerts]
+webhook_url = "http://127.0.0.1:{free_port()}/nobody-listens"
+retries = 0
+"""
+    gw = make_gateway(tmp_path_factory.mktemp("soft-down"), mock, extra_toml=rules)
+    gw.start()
+    try:
+        assert _calls(gw, "gpt-4o", "gpt-4o", "gpt-4o") == ["ok", "ok", "ok"]
+        wait_until(
+            lambda: "soft-limit alert was not delivered" in gw.log.read_text(), "the failure"
+        )
+        assert "nobody-listens" not in gw.log.read_text()
     finally:
         gw.stop()

@@ -117,7 +117,7 @@ class SoftLimits:
             claim = await store.add_within(f"{rule.key}:warned", 1, 1, rule.window)
             if not claim.admitted:
                 return  # another proxy warned in this window
-        except StoreUnavailable as error:
+        except (StoreUnavailable, RuntimeError) as error:  # down, or closed by a reload since
             log.warning("LlaMaKey: soft limit claimed locally (store unavailable: %s)", error)
         window = rule.window
         log.warning(
