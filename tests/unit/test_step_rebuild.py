@@ -10,13 +10,14 @@ import copy
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from llamakey import config
 from llamakey.refusals import Refusal
-from llamakey.rules.rebuild import Spend
+from llamakey.rules.usage_now import Spent
 from llamakey.state import GatewayState
 from llamakey.steps.authorize import Authorize
 from llamakey.steps.ratelimit import RateLimits
@@ -31,25 +32,24 @@ REQUESTS = "rl:user:alice:*:*:requests"
 
 
 class Audit:
-    """A stand-in for `spend_since`: alice's spend since any window began, and every call."""
+    """A stand-in for `audit.spent_since`: alice's requests, each at NOW, and every call
+    (since when, on which thread)."""
 
     def __init__(self, requests: int = 2, fail: int = 0) -> None:
         self.requests = requests
         self.fail = fail
-        self.calls: list[tuple[list[int], str]] = []
+        self.calls: list[tuple[int, str]] = []
         self.gate: threading.Event | None = None  # when set: reads wait for it
 
-    def __call__(self, path: Path, starts: Sequence[int]) -> Mapping[int, Sequence[Spend]]:
-        self.calls.append((list(starts), threading.current_thread().name))
+    def __call__(self, path: Path, since: datetime, users: Collection[str]) -> list[Spent]:
+        self.calls.append((int(since.timestamp()), threading.current_thread().name))
         if self.gate is not None:
             assert self.gate.wait(5)
         if self.fail:
             self.fail -= 1
             raise sqlite3.OperationalError("disk I/O error")
-        alice = Spend(
-            "alice", ("research",), "openai", "gpt-4o-mini", self.requests, 0, 0, 0, 0.0, 0, 0
-        )
-        return {start: [alice] for start in starts}
+        one = Spent("alice", "openai", "gpt-4o-mini", NOW, 15, 40, 0.001)
+        return [one] * self.requests
 
 
 def data(rate_limits: list[dict[str, Any]], audit: bool = True) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def setup(
     state.install(config.resolve(config.parse(d), None))
     store = store if store is not None else MemoryCounterStore(lambda: NOW)
     rate = RateLimits(state, store, clock=lambda: NOW)
-    rate.rebuild = CounterRebuild(state, rate.overrides, lambda: NOW, read=audit)
+    rate.rebuild = CounterRebuild(state, lambda: NOW, read=audit)
     return state, Authorize(state, rate), store
 
 
@@ -81,8 +81,8 @@ async def test_admissions_count_on_top_of_what_the_audit_database_recorded() -> 
     assert await refused_by(state, authorize) is None
     assert await refused_by(state, authorize) is Refusal.RATE_LIMITED
     assert await store.total(REQUESTS, Window(86400)) == 3
-    ((starts, thread),) = audit.calls  # read once, off the event loop
-    assert starts == [DAY_START] and thread != threading.current_thread().name
+    ((since, thread),) = audit.calls  # read once, off the event loop
+    assert since == DAY_START and thread != threading.current_thread().name
 
 
 async def test_a_counter_the_store_already_holds_is_left_alone() -> None:
@@ -105,7 +105,7 @@ async def test_a_reload_rebuilds_only_the_counters_it_adds() -> None:
         )
     )
     assert await refused_by(state, authorize) is Refusal.RATE_LIMITED
-    assert [starts for starts, _ in audit.calls] == [[DAY_START], [HOUR_START]]
+    assert [since for since, _ in audit.calls] == [DAY_START, HOUR_START]
     assert await store.total(REQUESTS, Window(86400)) == 3  # not rebuilt twice
     assert await store.total(REQUESTS, Window(3600)) == 2  # rebuilt: this hour's 2
 

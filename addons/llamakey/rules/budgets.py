@@ -54,7 +54,7 @@ class Budget:
     reserve_output: int
     scope: str = "user"
     scope_id: str = ""
-    """Whose counter it is: the user's or the group's name, or ``all`` (`scope_ids`)."""
+    """Whose counter it is: the user's or the group's name, ``all`` for the gateway."""
     warn_at: float | None = None
 
     @property

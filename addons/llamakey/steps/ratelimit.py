@@ -101,7 +101,7 @@ class RateLimits:
         # starts empty unless the test passes a rebuild).
         self.rebuild = rebuild
         if rebuild is None and store is None:
-            self.rebuild = CounterRebuild(state, self.overrides, clock)
+            self.rebuild = CounterRebuild(state, clock)
         self.soft = SoftLimits(state, clock)
 
     def store(self) -> ClosableCounterStore:

@@ -4,9 +4,11 @@ The ``local`` store lives in the proxy's memory, so a restart would give every u
 the gateway a fresh allowance for the rest of the window; a reload that adds a limit or budget
 would do the same for it, whatever the store. So whenever `RateLimits` opens a store (the
 proxy's start, a change of ``[state]``) and whenever a reload brings counters it has not seen,
-`CounterRebuild` reads the current windows from the audit database (`audit.spend`, on a
-worker thread: the event loop never waits on SQLite), computes what each new counter would
-hold (`rules.rebuild`) and adds it to the store, only into a counter that is still empty:
+`CounterRebuild` reads the requests of the current windows from the audit database
+(`audit.spent_since`) and counts them again as the rules counted them
+(`rules.usage_now.window_usage`, which `lmk status` uses too), both on a worker thread (the
+event loop never waits on SQLite), and adds each new counter's total to the store, only into a
+counter that is still empty:
 `add_within(key, total, total)` admits exactly when the store holds nothing for it, atomically.
 So a ``sqlite`` or ``redis`` store that kept its counters (a restart, another proxy counting)
 is never counted twice, and one that lost them (a state file deleted, a Redis without
@@ -25,21 +27,50 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from llamakey.audit.spend import spend_since
-from llamakey.pricing import PriceOverride, cost_usd
-from llamakey.providers import BUILTIN_PROVIDERS
-from llamakey.rules.limits import CountedRule
-from llamakey.rules.rebuild import Counter, Spend, counters, rebuilt_totals
+from llamakey.audit import spent_since
+from llamakey.pricing import reserved_cost
+from llamakey.rules.budgets import Budget
+from llamakey.rules.limits import RateLimit
+from llamakey.rules.policy import UserPolicy
+from llamakey.rules.usage_now import (
+    Counter,
+    Spent,
+    counter_of,
+    counters_of,
+    earliest_start,
+    sharing,
+    window_usage,
+)
 from llamakey.state import GatewayState
-from llamakey.store import CounterStore, StoreUnavailable
-from llamakey.usage import Usage
+from llamakey.store import CounterStore, StoreUnavailable, Window
 
 log = logging.getLogger(__name__)
 
-type ReadSpend = Callable[[Path, Sequence[int]], Mapping[int, Sequence[Spend]]]
+type ReadSpent = Callable[[Path, datetime, Collection[str]], Sequence[Spent]]
+
+
+def read_spent(path: Path, since: datetime, users: Collection[str]) -> Sequence[Spent]:
+    """`audit.spent_since`, where no database or no table yet is nothing spent."""
+    try:
+        return spent_since(path, since, users)
+    except FileNotFoundError:
+        return []
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):  # a database the writer has not built yet
+            return []
+        raise
+
+
+def all_counters(policies: Mapping[str, UserPolicy]) -> dict[Counter, Window]:
+    """Every counter of every policy, with its window."""
+    found: dict[Counter, Window] = {}
+    for policy in policies.values():
+        found |= counters_of(policy)
+    return found
 
 
 class CounterRebuild:
@@ -48,12 +79,10 @@ class CounterRebuild:
     def __init__(
         self,
         state: GatewayState,
-        overrides: Callable[[], Mapping[str, PriceOverride]],
         clock: Callable[[], float] = time.time,
-        read: ReadSpend = spend_since,
+        read: ReadSpent = read_spent,
     ) -> None:
         self.state = state
-        self._overrides = overrides
         self._clock = clock
         self._read = read
         self._store: CounterStore | None = None
@@ -62,7 +91,7 @@ class CounterRebuild:
         self._task: asyncio.Task[None] | None = None
 
     def waiter(
-        self, store: CounterStore, *rules: Sequence[CountedRule]
+        self, store: CounterStore, *rules: Sequence[RateLimit | Budget]
     ) -> asyncio.Future[None] | None:
         """What an admission counting on `rules` in `store` must await first, or None: the
         common case (two identity checks), and while a reload's rebuild runs, a request whose
@@ -71,7 +100,7 @@ class CounterRebuild:
         task = self.start(store)
         if task is None:
             return None
-        if all((r.key, r.window) in self._done for group in rules for r in group):
+        if all(counter_of(rule) in self._done for group in rules for rule in group):
             return None
         return asyncio.shield(task)
 
@@ -84,7 +113,7 @@ class CounterRebuild:
         if store is not self._store:
             self._store, self._done = store, set()
         self._seen = settings.policies
-        if self._task is None and all(c in self._done for c in counters(settings.policies)):
+        if self._task is None and self._done.issuperset(all_counters(settings.policies)):
             return None
         task = asyncio.get_running_loop().create_task(self._rebuild(store, self._done, self._task))
         task.add_done_callback(self._finished)
@@ -102,28 +131,20 @@ class CounterRebuild:
         if settings is None:
             return
         policies = settings.policies
-        wanted = [c for c in counters(policies) if c not in done]
+        wanted = {c: w for c, w in all_counters(policies).items() if c not in done}
         if not wanted:
             return
-        if not settings.file.audit.enabled:
+        now = self._clock()
+        since = earliest_start(wanted.values(), now)
+        if not settings.file.audit.enabled or since is None:
             done.update(wanted)
             return
-        now = self._clock()
-        overrides = self._overrides()
-
-        def price(provider: str, model: str, given: int, output: int) -> float | None:
-            resolved = settings.providers.get(provider)
-            entry = resolved.provider if resolved else BUILTIN_PROVIDERS.get(provider)
-            if entry is None:
-                return None
-            probe = Usage(input_tokens=given, output_tokens=output, model=model)
-            cost = cost_usd(entry, model, probe, overrides=overrides)
-            return float(cost) if cost is not None else None
 
         def read_and_count() -> dict[Counter, float]:
-            starts = sorted({window.start(now) for _, window in wanted})
-            spends = self._read(settings.audit_path, starts)
-            return rebuilt_totals(policies, wanted, spends, lambda w: w.start(now), price)
+            users = sharing(policies, wanted)
+            spent = self._read(settings.audit_path, datetime.fromtimestamp(since, UTC), users)
+            worst = reserved_cost(settings)
+            return window_usage(spent, policies, now, worst_cost=worst, wanted=wanted)
 
         try:  # the SQL and the counting on a worker thread, never on the event loop
             totals = await asyncio.to_thread(read_and_count)
@@ -133,12 +154,13 @@ class CounterRebuild:
                 f"limit and budget counters: {error}"
             ) from error
         seeded = 0
-        for (key, window), total in totals.items():
+        for (key, seconds), window in wanted.items():
+            total = totals.get((key, seconds), 0.0)
             # A window that ended while reading starts empty, as it should.
             if total > 0 and window.start(self._clock()) == window.start(now):
                 admission = await store.add_within(key, total, total, window)
                 seeded += admission.admitted
-            done.add((key, window))
+            done.add((key, seconds))
         if seeded:
             log.info(
                 "LlaMaKey: %d rate-limit and budget counters rebuilt from the audit database",
