@@ -11,9 +11,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Collection
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from llamakey import config
 from llamakey.refusals import Refusal
@@ -21,7 +23,7 @@ from llamakey.rules.usage_now import Spent
 from llamakey.state import GatewayState
 from llamakey.steps.authorize import Authorize
 from llamakey.steps.ratelimit import RateLimits
-from llamakey.steps.rebuild import CounterRebuild
+from llamakey.steps.rebuild import CounterRebuild, read_spent
 from llamakey.store import MemoryCounterStore, Window
 from tests.unit.builders import config_data
 from tests.unit.test_step_budgets import NOW, body, call
@@ -144,3 +146,15 @@ async def test_while_a_reload_rebuilds_a_request_on_rebuilt_counters_does_not_wa
         assert await refused_by(state, authorize) is None  # admitted while it is blocked
     finally:
         audit.gate.set()
+
+
+def test_no_audit_database_or_no_tables_yet_is_nothing_spent(tmp_path: Path) -> None:
+    since = datetime.fromtimestamp(DAY_START, UTC)
+    assert read_spent(tmp_path / "none.db", since, ["alice"]) == []
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    assert read_spent(empty, since, ["alice"]) == []
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not a database, " * 100)
+    with pytest.raises(sqlite3.DatabaseError):  # the rebuild's wait raises StoreUnavailable
+        read_spent(bad, since, ["alice"])
