@@ -8,14 +8,14 @@ proxy's start, a change of ``[state]``) and whenever a reload brings counters it
 (`audit.spent_since`) and counts them again as the rules counted them
 (`rules.usage_now.window_usage`, which `lmk status` uses too), both on a worker thread (the
 event loop never waits on SQLite), and adds each new counter's total to the store, only into a
-counter that is still empty:
-`add_within(key, total, total)` admits exactly when the store holds nothing for it, atomically.
-So a ``sqlite`` or ``redis`` store that kept its counters (a restart, another proxy counting)
-is never counted twice, and one that lost them (a state file deleted, a Redis without
-persistence restarted) gets them back on the next start or reload.
+counter that is still empty: `add_within(key, total, total)` admits exactly when the store
+holds nothing for it, atomically. So a ``sqlite`` or ``redis`` store that kept its counters (a
+restart, another proxy counting) is never counted twice, and one that lost them (a state file
+deleted, a Redis without persistence restarted) gets them back on the next start or reload.
 
 Admissions wait for it: `RateLimits.admit` awaits `waiter` before it counts anything, so no
-request is admitted against a counter still being rebuilt. A database that cannot be read
+request is admitted against a counter still being rebuilt (a request whose counters are all
+rebuilt goes on meanwhile). A database that cannot be read
 makes the wait raise `StoreUnavailable` (503 ``rules_store_unavailable``, or admitted under
 ``on_store_error = "allow"``), and the next admission tries again: fail closed, recover by
 itself. With ``[audit] enabled = false`` there is nothing to read: counters start at 0.
