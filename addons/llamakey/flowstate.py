@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mitmproxy import http
 
@@ -29,6 +30,16 @@ USER = "lmk.user"
 GROUPS = "lmk.groups"
 REFUSED = "lmk.refused"
 COST = "lmk.cost_usd"
+
+
+class StreamAllowance(Protocol):
+    """What a budget lets a streamed answer say (`steps.ratelimit.StreamBudget`), asked by the
+    meter's tap on every chunk, synchronously: it must answer from what it holds, never wait."""
+
+    def over(self, output_tokens: int) -> str | None:
+        """None while an answer of `output_tokens` so far is within its budgets; else why it
+        must stop (the message its final error event and its audit row carry)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -61,6 +72,10 @@ class FlowState:
     client_disconnected: bool = False
     usage: Usage | None = None
     cost_usd: float | None = None
+    # budgets while a stream flows (README "Budgets")
+    allowance: StreamAllowance | None = None  # set by the rate limits for a watched stream
+    output_estimate: int = 0  # output tokens streamed so far, by `usage.cut.OutputCount`
+    cut: str | None = None  # why the answer was cut off by a budget (its error event's message)
     # routing (README "Model catalogue and routing")
     deployment: str | None = None  # the catalogue deployment that served, by its name
 

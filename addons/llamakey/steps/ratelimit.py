@@ -23,6 +23,15 @@ budget's ``reserve_output``, at the model's price with ``[prices]`` overrides) w
 `Retry-After` until the window resets). After the answer the reservation settles to
 `state.cost_usd` (Settle ran before; an estimated usage counts too); an answer that could not
 be priced keeps its reservation.
+
+A streamed answer that asks for no maximum output (its reservation holds the budget's
+``reserve_output``) is watched while it flows (`StreamBudget`, the flow's
+`FlowState.allowance`): the meter's tap tells it the output so far on every chunk; before the
+running cost reaches what the stream holds, it asks the store for more (`add_within` of
+another ``reserve_output`` worth, else whatever room is left), in a task, so the tap never
+waits; once the store refuses and the running cost passes what the stream holds, the tap cuts
+the answer off with a final error event. Settlement waits for an extension in flight, then
+replaces everything the stream held with its real cost.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,7 +53,7 @@ from llamakey.flowstate import FlowState
 from llamakey.pricing import PriceOverride, cost_usd
 from llamakey.refusals import Refusal
 from llamakey.rules.budgets import Budget
-from llamakey.rules.limits import RateLimit, estimate_tokens
+from llamakey.rules.limits import RateLimit, estimate_tokens, requested_output
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
 from llamakey.store import ClosableCounterStore, StoreUnavailable, Window, open_store
@@ -72,6 +82,100 @@ class LimitRefusal:
     """Whether retrying after `retry_after` can help (None: decided by the wait; a budget: no)."""
 
 
+@dataclass(slots=True)
+class _Held:
+    """What one watched stream holds on one budget."""
+
+    budget: Budget
+    reservation: Reservation  # its amount grows with every extension granted
+    step: float  # USD asked for each time: the budget's reserve_output at the model's price
+    spent: bool = False  # the store refused more: past what it holds, the stream is cut
+    pending: bool = False  # an extension is in flight
+    unwatched: bool = False  # the store was down and `on_store_error = "allow"`: let it run
+
+
+class StreamBudget:
+    """Keeps one streamed answer within its budgets while it flows (a `StreamAllowance`).
+
+    The running cost is the reservation's input estimate plus the output so far at the model's
+    output price. `over` runs on every chunk, so it compares one integer until the output
+    reaches the next point where something must happen (an extension to ask for, a cut)."""
+
+    __slots__ = (
+        "_asked",
+        "_input_usd",
+        "_limits",
+        "_next",
+        "_per_token",
+        "_tasks",
+        "held",
+        "user",
+    )
+
+    def __init__(
+        self,
+        limits: RateLimits,
+        user: str,
+        input_usd: float,
+        usd_per_token: float,
+        held: list[_Held],
+        asked: int | None = None,
+    ) -> None:
+        self._limits = limits
+        # The request's own maximum output: the provider stops there, whatever we count.
+        self._asked = asked
+        self.user = user
+        self._input_usd = input_usd
+        self._per_token = usd_per_token
+        self.held = held
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next = 0
+
+    def over(self, output_tokens: int) -> str | None:
+        if output_tokens < self._next:
+            return None
+        if self._asked is not None:
+            output_tokens = min(output_tokens, self._asked)
+        cost = self._input_usd + output_tokens * self._per_token
+        for held in self.held:
+            if held.unwatched or held.spent or held.pending:
+                continue
+            if cost >= self._ask_at(held):
+                held.pending = True
+                task = asyncio.get_running_loop().create_task(self._limits.extend(self, held))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        for held in self.held:
+            if held.spent and cost > held.reservation.amount:
+                now = self._limits.clock()
+                return (
+                    f"LlaMaKey: {self.user}: {held.budget.describe()} is spent; resets "
+                    f"{held.budget.resets_at(now)}; the answer was cut off"
+                )
+        self._next = self._next_point()
+        return None
+
+    def _ask_at(self, held: _Held) -> float:
+        """The running cost at which to ask for more: half a step before it is all used."""
+        return held.reservation.amount - held.step / 2
+
+    def _next_point(self) -> int:
+        """The output at which `over` must look again (0: at once, an extension is in flight)."""
+        if any(held.pending for held in self.held):
+            return 0
+        points = [
+            (held.reservation.amount if held.spent else self._ask_at(held)) - self._input_usd
+            for held in self.held
+            if not held.unwatched
+        ]
+        return max(0, math.floor(min(points) / self._per_token)) if points else 2**62
+
+    async def settled(self) -> None:
+        """Wait for the extensions in flight (settlement must see every amount held)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 class RateLimits:
     """The counter store and the reservations of flows in flight."""
 
@@ -82,7 +186,7 @@ class RateLimits:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = state
-        self._clock = clock  # the reset time a budget refusal names (the store's clock)
+        self.clock = clock  # the reset time a budget refusal names (the store's clock)
         self._store = store
         self._given = store is not None  # a test's store is never replaced
         self._state_table: StateTable | None = None
@@ -134,18 +238,83 @@ class RateLimits:
             self._overrides_from = prices
         return self._overrides
 
-    def worst_cost(self, state: FlowState, body: bytes, reserve_output: int) -> float | None:
-        """The most a request may cost: its input estimate (body bytes / 4) and the output it
-        asks for at most (else `reserve_output`), at the model's price; None when unpriced."""
+    def worst_cost(
+        self, state: FlowState, body: bytes, reserve_output: int, asked: int | None = None
+    ) -> float | None:
+        """What a request reserves on a budget: its input estimate (body bytes / 4) and the
+        output it asks for at most (`asked`, else `reserve_output`), at the model's price; a
+        stream no more than `reserve_output` of it (it grows while it flows: `StreamBudget`).
+        None when unpriced."""
         if state.model is None:
             return 0.0  # no model (a listing, a file): nothing to price before; settled after
-        total = estimate_tokens(body, reserve_output)
-        given = (len(body) + 3) // 4
-        probe = Usage(input_tokens=given, output_tokens=total - given, model=state.model)
+        output = asked if asked is not None else reserve_output
+        if state.stream:
+            output = min(output, reserve_output)
+        return self._price(state, (len(body) + 3) // 4, output)
+
+    def _price(self, state: FlowState, input_tokens: int, output_tokens: int) -> float | None:
+        probe = Usage(input_tokens=input_tokens, output_tokens=output_tokens, model=state.model)
         cost = cost_usd(
             self.state.provider_entry(state), state.model, probe, overrides=self.overrides()
         )
         return float(cost) if cost is not None else None
+
+    def _watch(
+        self,
+        state: FlowState,
+        body: bytes,
+        asked: int | None,
+        budgets: Sequence[Budget],
+        taken: list[Reservation],
+    ) -> None:
+        """Watch a streamed answer on its budgets while it flows (`StreamBudget`)."""
+        if not state.stream or state.model is None:
+            return
+        input_usd = self._price(state, (len(body) + 3) // 4, 0)
+        million = self._price(state, 0, 1_000_000)
+        if input_usd is None or not million:
+            return  # a free model's answer costs nothing more as it grows
+        per_token = million / 1_000_000
+        usd = [r for r in taken if r.unit == "usd"]
+        held = [
+            _Held(budget, reservation, max(per_token, budget.reserve_output * per_token))
+            for budget, reservation in zip(budgets, usd, strict=True)
+        ]
+        state.allowance = StreamBudget(self, state.user or "", input_usd, per_token, held, asked)
+
+    async def extend(self, watch: StreamBudget, held: _Held) -> None:
+        """Ask the store for another step on `held`'s budget, else for whatever room is left;
+        refused, the stream is cut once it passes what it holds."""
+        budget, reservation = held.budget, held.reservation
+        try:
+            store = self.store()
+            granted = 0.0
+            admission = await store.add_within(budget.key, held.step, budget.usd, budget.window)
+            if admission.admitted:
+                granted = held.step
+            else:
+                room = budget.usd - admission.total
+                if room >= 1e-6:  # a millionth: the stores' unit
+                    again = await store.add_within(budget.key, room, budget.usd, budget.window)
+                    granted = room if again.admitted else 0.0
+            if granted:
+                reservation.amount += granted
+            else:
+                held.spent = True
+        except StoreUnavailable as error:
+            if self._allow_on_error():
+                log.warning(
+                    "LlaMaKey: the rate-limit store is unavailable (%s); %s's stream goes on "
+                    '(on_store_error = "allow")',
+                    error,
+                    watch.user,
+                )
+                held.unwatched = True
+            else:
+                log.error("LlaMaKey: the rate-limit store is unavailable: %s", error)
+                held.spent = True
+        finally:
+            held.pending = False
 
     async def admit(
         self,
@@ -180,12 +349,16 @@ class RateLimits:
                     )
                 taken.append(Reservation(limit.key, window, limit.unit, amount))
             costs: dict[int, float | None] = {}
-            for budget in budgets:
+            max_output: int | None = None
+            if budgets:
                 if body is None:
                     body = flow.request.raw_content or b""
+                max_output = requested_output(body)
+            for budget in budgets:
+                assert body is not None
                 if budget.reserve_output not in costs:
                     costs[budget.reserve_output] = self.worst_cost(
-                        state, body, budget.reserve_output
+                        state, body, budget.reserve_output, max_output
                     )
                 cost = costs[budget.reserve_output]
                 if cost is None:
@@ -198,7 +371,7 @@ class RateLimits:
                 admission = await store.add_within(budget.key, cost, budget.usd, budget.window)
                 if not admission.admitted:
                     await self._give_back(store, taken)
-                    now = self._clock()
+                    now = self.clock()
                     return LimitRefusal(
                         Refusal.BUDGET_EXCEEDED,
                         f"{state.user}: {budget.describe()} is spent; resets "
@@ -207,6 +380,8 @@ class RateLimits:
                         retry=False,
                     )
                 taken.append(Reservation(budget.key, budget.window, "usd", cost))
+            if budgets and body is not None:
+                self._watch(state, body, max_output, budgets, taken)
         except StoreUnavailable as error:
             if self._allow_on_error():
                 log.warning(
@@ -237,6 +412,8 @@ class RateLimits:
         if not taken:
             return
         state = self.state.flows.get(flow)
+        if state is not None and isinstance(state.allowance, StreamBudget):
+            await state.allowance.settled()
         store = self.store()
         try:
             if state is None or (state.refusal is not None and not state.audited):

@@ -121,6 +121,11 @@ class StreamMeter:
         self._held = bytearray()  # incomplete trailing SSE event not yet forwarded (drop mode)
 
     @property
+    def output_tokens(self) -> int | None:
+        """The output count the stream reported so far (no copy: read on every chunk)."""
+        return self._usage.output_tokens
+
+    @property
     def usage(self) -> Usage:
         """A copy of the usage seen so far (partial if the stream was cut short)."""
         return replace(self._usage)
