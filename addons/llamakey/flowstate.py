@@ -36,9 +36,10 @@ class StreamAllowance(Protocol):
     """What a budget lets a streamed answer say (`steps.ratelimit.StreamBudget`), asked by the
     meter's tap on every chunk, synchronously: it must answer from what it holds, never wait."""
 
-    def over(self, output_tokens: int) -> str | None:
-        """None while an answer of `output_tokens` so far is within its budgets; else why it
-        must stop (the message its final error event and its audit row carry)."""
+    def over(self, output_tokens: int, input_tokens: tuple[int, int, int] | None) -> str | None:
+        """None while an answer of `output_tokens` so far (after the input, cache reads and
+        cache writes the stream reported, if it did) is within its budgets; else why it must
+        stop (the message its final error event and its audit row carry)."""
         ...
 
 
@@ -64,6 +65,7 @@ class FlowState:
     refusal: Refusal | None = None  # why the gateway answered itself
     # meter and settle
     injected_stream_usage: bool = False  # we asked upstream for a usage chunk the client did not
+    client_body_bytes: int | None = None  # the body's size as the client sent it, if we changed it
     first_byte: float | None = None  # epoch seconds of the first body chunk sent to the client
     response_bytes: int = 0  # bytes of a streamed answer (its body is not kept)
     events: int = 0  # server-sent events streamed to the client (for an estimate)

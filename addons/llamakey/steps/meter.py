@@ -208,7 +208,7 @@ class _BudgetTap(_Tap):
         if self.due is None:
             assert isinstance(self.meter, usage_lib.StreamMeter)
             said = max(self.count.tokens, self.meter.output_tokens or 0)
-            self.due = self.allowance.over(said)
+            self.due = self.allowance.over(said, self.meter.input_tokens)
             if self.due is None:
                 return out if out else []
         if not self.at_boundary and self.framing is not Framing.NONE:
@@ -266,6 +266,7 @@ class Meter:
             provider = self.state.provider_entry(state)
             rewritten = usage_lib.ensure_stream_usage(state.flavor, provider, body)
             if rewritten is not None:
+                state.client_body_bytes = len(body)
                 flow.request.content = rewritten
                 state.injected_stream_usage = True
 
@@ -374,6 +375,10 @@ def _estimate_unreported_usage(flow: http.HTTPFlow, state: FlowState) -> None:
         usage.output_tokens = said
         state.usage_estimated = True
     if usage.input_tokens is None:
-        usage.input_tokens = -(-len(flow.request.raw_content or b"") // 4)
+        # The body as the client sent it, as its budgets estimated it (not our stream option).
+        sent = state.client_body_bytes
+        usage.input_tokens = -(
+            -(sent if sent is not None else len(flow.request.raw_content or b"")) // 4
+        )
         state.usage_estimated = True
     state.usage = usage

@@ -103,10 +103,12 @@ class StreamBudget:
 
     __slots__ = (
         "_asked",
+        "_input_seen",
         "_input_usd",
         "_limits",
         "_next",
         "_per_token",
+        "_state",
         "_tasks",
         "held",
         "user",
@@ -115,23 +117,32 @@ class StreamBudget:
     def __init__(
         self,
         limits: RateLimits,
-        user: str,
+        state: FlowState,
         input_usd: float,
         usd_per_token: float,
         held: list[_Held],
         asked: int | None = None,
     ) -> None:
         self._limits = limits
+        self._state = state
         # The request's own maximum output: the provider stops there, whatever we count.
         self._asked = asked
-        self.user = user
+        self._input_seen: tuple[int, int, int] | None = None
+        self.user = state.user or ""
         self._input_usd = input_usd
         self._per_token = usd_per_token
         self.held = held
         self._tasks: set[asyncio.Task[None]] = set()
         self._next = 0
 
-    def over(self, output_tokens: int) -> str | None:
+    def over(self, output_tokens: int, input_tokens: tuple[int, int, int] | None) -> str | None:
+        if input_tokens is not None and input_tokens != self._input_seen:
+            # The provider's own count of the input replaces our estimate of it.
+            self._input_seen = input_tokens
+            priced = self._limits.input_cost(self._state, *input_tokens)
+            if priced is not None:
+                self._input_usd = priced
+                self._next = 0
         if output_tokens < self._next:
             return None
         if self._asked is not None:
@@ -252,8 +263,21 @@ class RateLimits:
             output = min(output, reserve_output)
         return self._price(state, (len(body) + 3) // 4, output)
 
-    def _price(self, state: FlowState, input_tokens: int, output_tokens: int) -> float | None:
-        probe = Usage(input_tokens=input_tokens, output_tokens=output_tokens, model=state.model)
+    def _price(
+        self,
+        state: FlowState,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read: int | None = None,
+        cache_write: int | None = None,
+    ) -> float | None:
+        probe = Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            model=state.model,
+        )
         cost = cost_usd(
             self.state.provider_entry(state), state.model, probe, overrides=self.overrides()
         )
@@ -280,7 +304,13 @@ class RateLimits:
             _Held(budget, reservation, max(per_token, budget.reserve_output * per_token))
             for budget, reservation in zip(budgets, usd, strict=True)
         ]
-        state.allowance = StreamBudget(self, state.user or "", input_usd, per_token, held, asked)
+        state.allowance = StreamBudget(self, state, input_usd, per_token, held, asked)
+
+    def input_cost(
+        self, state: FlowState, input_tokens: int, cache_read: int, cache_write: int
+    ) -> float | None:
+        """What the input a stream reported costs (its cache reads and writes included)."""
+        return self._price(state, input_tokens, 0, cache_read, cache_write)
 
     async def extend(self, watch: StreamBudget, held: _Held) -> None:
         """Ask the store for another step on `held`'s budget, else for whatever room is left;

@@ -1,0 +1,191 @@
+"""A stream that outgrows its budget, against a real `lmk serve`: each official SDK (openai,
+anthropic, google-genai) receives the text streamed before the cut and then raises its own
+error from the final error event; curl sees a complete, well-formed answer ending in that
+event; the audit row says `cut_by = budget_exceeded`, and the budget's counter (in the
+`sqlite` store, read here) holds the row's settled cost."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.conftest import make_gateway
+from tests.e2e.test_audit import ids, rows
+from tests.harness import Gateway, run_client, wait_until
+from tests.mock_upstream import MockUpstream, mock_text
+
+USD = 60.0
+CHUNKS = 300  # about 600 tokens of text: ten times what the budget pays for
+# $1 a token in, out and cached: the budget pays for about 60 tokens.
+PRICES = "".join(
+    f'[prices."{model}"]\ninput_per_mtok = 1000000\noutput_per_mtok = 1000000\n'
+    "cache_read_per_mtok = 1000000\ncache_write_per_mtok = 1000000\n"
+    for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash")
+)
+BUDGETS = "[defaults]\nbudgets = [\n" + "".join(
+    f'  {{ usd = {USD}, per = "day", provider = "{p}", reserve_output = 10 }},\n'
+    for p in ("openai", "anthropic", "gemini")
+) + "]\n"
+HEADERS = {"x-mock-chunks": str(CHUNKS), "x-mock-chunk-delay": "0.01"}
+MESSAGE = "alice: $60.00 per day (defaults.budgets.{n}) is spent; resets "
+
+CLIENTS = {
+    "openai": """
+import openai
+client = openai.OpenAI(max_retries=0)
+stream = client.chat.completions.create(model="gpt-4o-mini", stream=True,
+    messages=[{"role": "user", "content": "hi"}], extra_headers=HEADERS)
+try:
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text.append(chunk.choices[0].delta.content)
+except openai.APIError as e:
+    error = [type(e).__name__, e.message, e.body]
+""",
+    "anthropic": """
+import anthropic
+client = anthropic.Anthropic(max_retries=0)
+stream = client.messages.create(model="claude-haiku-4-5", max_tokens=4096, stream=True,
+    messages=[{"role": "user", "content": "hi"}], extra_headers=HEADERS)
+try:
+    for event in stream:
+        if event.type == "content_block_delta":
+            text.append(event.delta.text)
+except anthropic.APIStatusError as e:
+    error = [type(e).__name__, e.body["error"]["message"], e.body]
+""",
+    "gemini": """
+from google import genai
+from google.genai import errors, types
+client = genai.Client(http_options=types.HttpOptions(headers=HEADERS))
+try:
+    for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"):
+        text.append(chunk.text or "")
+except errors.APIError as e:
+    error = [type(e).__name__, e.message, e.code]
+""",
+}
+
+
+def _run(gw: Gateway, sdk: str) -> dict[str, Any]:
+    code = (
+        f"import json\nHEADERS = {HEADERS!r}\ntext, error = [], None\n"
+        + CLIENTS[sdk]
+        + "print(json.dumps({'text': ''.join(text), 'error': error}))\n"
+    )
+    result = run_client(code, gw.client_env("alice"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _counter(gw: Gateway, provider: str) -> float:
+    with sqlite3.connect(f"file:{gw.workdir / 'state.db'}?mode=ro", uri=True) as conn:
+        found = conn.execute(
+            "select total from counters where key = ?", (f"bg:user:alice:{provider}:*:usd",)
+        ).fetchall()
+    return sum(total for (total,) in found) / 1_000_000
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream) -> Any:
+    state = '[state]\nbackend = "sqlite"\npath = "state.db"\n'
+    gateway = make_gateway(
+        tmp_path_factory.mktemp("budget-streams"), mock, extra_toml=BUDGETS + PRICES + state
+    )
+    gateway.start()
+    yield gateway
+    gateway.stop()
+
+
+def _row(gw: Gateway, before: set[str]) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def completed() -> bool:
+        nonlocal found
+        found = [r for r in rows(gw.audit_db, "completed_ts is not null") if r["id"] not in before]
+        return bool(found)
+
+    wait_until(completed, "the cut stream's audit row")
+    assert len(found) == 1
+    return found[0]
+
+
+@pytest.mark.parametrize(
+    ("sdk", "provider", "n", "raised"),
+    [
+        ("openai", "openai", 0, "APIError"),
+        ("anthropic", "anthropic", 1, "APIStatusError"),
+        ("gemini", "gemini", 2, "ClientError"),
+    ],
+)
+def test_each_sdk_gets_the_text_then_raises_at_the_cut(
+    gw: Gateway, mock: MockUpstream, sdk: str, provider: str, n: int, raised: str
+) -> None:
+    mock.clear()
+    before = ids(gw.audit_db)
+    out = _run(gw, sdk)
+    error = out["error"]
+    assert error is not None, out
+    assert error[0] == raised
+    assert MESSAGE.format(n=n) in error[1] and error[1].endswith("; the answer was cut off")
+    if sdk == "gemini":
+        assert error[2] == 429
+    if sdk == "anthropic":
+        assert error[2]["error"]["type"] == "rate_limit_error"
+    # What came before the cut reached the client, and it is a part of the answer only.
+    full = mock_text(CHUNKS)
+    assert 20 <= len(out["text"]) < len(full) // 4 and full.startswith(out["text"])
+
+    row = _row(gw, before)
+    assert (row["status"], row["cut_by"], row["refused_by"]) == (200, "budget_exceeded", None)
+    assert MESSAGE.format(n=n) in row["error"]
+    assert row["client_disconnected"] == 0
+    cost = float(row["cost_usd"])
+    assert USD / 2 < cost <= USD + 5  # at most about one event past the budget
+    assert _counter(gw, provider) == pytest.approx(cost, abs=1e-6)
+    # Upstream was closed at the cut: the provider did not go on generating to the end.
+    (seen,) = mock.seen
+    assert len(mock.sent_times[seen.request_id]) < CHUNKS // 2
+
+
+def test_curl_gets_a_complete_answer_that_ends_in_the_error_event(
+    tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream
+) -> None:
+    # A gateway of its own: the module's spent its openai budget.
+    state = '[state]\nbackend = "sqlite"\npath = "state.db"\n'
+    gateway = make_gateway(
+        tmp_path_factory.mktemp("budget-curl"), mock, extra_toml=BUDGETS + PRICES + state
+    )
+    gateway.start()
+    try:
+        env = gateway.client_env("alice")
+        body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        result = subprocess.run(
+            [
+                "curl", "-sS", "-N", "--fail-with-body",
+                "https://api.openai.com/v1/chat/completions",
+                "-H", "content-type: application/json",
+                "-H", f"x-mock-chunks: {CHUNKS}", "-H", "x-mock-chunk-delay: 0.01",
+                "-H", "@-",
+                "-d", json.dumps(body),
+            ],
+            input=f"Authorization: Bearer {gateway.keys['alice']}\n",
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        # Exit 0: the chunked answer ended properly (a cut connection is curl's error 18).
+        assert result.returncode == 0, result.stderr
+        events = [e for e in result.stdout.split("\n\n") if e.strip()]
+        assert len(events) > 5
+        last = json.loads(events[-1].removeprefix("data: "))
+        assert last["error"]["code"] == "budget_exceeded"
+        assert last["error"]["type"] == "rate_limit_error"
+        assert MESSAGE.format(n=0) in last["error"]["message"]
+        for event in events[:-1]:
+            assert "choices" in json.loads(event.removeprefix("data: "))
+    finally:
+        gateway.stop()
