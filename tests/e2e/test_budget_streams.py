@@ -26,10 +26,14 @@ PRICES = "".join(
     "cache_read_per_mtok = 1000000\ncache_write_per_mtok = 1000000\n"
     for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash")
 )
-BUDGETS = "[defaults]\nbudgets = [\n" + "".join(
-    f'  {{ usd = {USD}, per = "day", provider = "{p}", reserve_output = 10 }},\n'
-    for p in ("openai", "anthropic", "gemini")
-) + "]\n"
+BUDGETS = (
+    "[defaults]\nbudgets = [\n"
+    + "".join(
+        f'  {{ usd = {USD}, per = "day", provider = "{p}", reserve_output = 10 }},\n'
+        for p in ("openai", "anthropic", "gemini")
+    )
+    + "]\n"
+)
 HEADERS = {"x-mock-chunks": str(CHUNKS), "x-mock-chunk-delay": "0.01"}
 MESSAGE = "alice: $60.00 per day (defaults.budgets.{n}) is spent; resets "
 
@@ -88,7 +92,7 @@ def _counter(gw: Gateway, provider: str) -> float:
         found = conn.execute(
             "select total from counters where key = ?", (f"bg:user:alice:{provider}:*:usd",)
         ).fetchall()
-    return sum(total for (total,) in found) / 1_000_000
+    return float(sum(int(total) for (total,) in found)) / 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +168,8 @@ def test_curl_gets_a_complete_answer_that_ends_in_the_error_event(
     gateway.start()
     try:
         env = gateway.client_env("alice")
-        body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        messages = [{"role": "user", "content": "hi"}]
+        body = {"model": "gpt-4o-mini", "stream": True, "messages": messages}
         result = subprocess.run(
             [
                 "curl", "-sS", "-N", "--fail-with-body",

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from llamakey.audit import GENESIS_HASH, REQUEST_COLUMNS, AuditWriter, InvalidRow, row_digest, verify
+from llamakey.audit import (
+    GENESIS_HASH,
+    REQUEST_COLUMNS,
+    AuditWriter,
+    InvalidRow,
+    row_digest,
+    verify,
+)
 from llamakey.audit.schema import MIGRATION_NAMES
 from tests.unit.audit.helpers import done, execute, full_row, query, row
 
