@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -21,16 +22,25 @@ from tests.mock_upstream import MockUpstream, mock_text
 USD = 60.0
 CHUNKS = 300  # about 600 tokens of text: ten times what the budget pays for
 # $1 a token in, out and cached: the budget pays for about 60 tokens.
+# One budget per API (openai's per model), so that each test below spends its own.
+TARGETS = (
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "*"),
+    ("gemini", "*"),
+    ("openai", "gpt-4.1-mini"),
+)
 PRICES = "".join(
     f'[prices."{model}"]\ninput_per_mtok = 1000000\noutput_per_mtok = 1000000\n'
     "cache_read_per_mtok = 1000000\ncache_write_per_mtok = 1000000\n"
-    for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash")
+    for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash", "gpt-4.1-mini")
 )
 BUDGETS = (
     "[defaults]\nbudgets = [\n"
     + "".join(
-        f'  {{ usd = {USD}, per = "day", provider = "{p}", reserve_output = 10 }},\n'
-        for p in ("openai", "anthropic", "gemini")
+        f'  {{ usd = {USD}, per = "day", provider = "{p}", '
+        + (f'model = "{m}", ' if m != "*" else "")
+        + "reserve_output = 10 },\n"
+        for p, m in TARGETS
     )
     + "]\n"
 )
@@ -62,6 +72,18 @@ try:
 except anthropic.APIStatusError as e:
     error = [type(e).__name__, e.body["error"]["message"], e.body]
 """,
+    "responses": """
+import openai
+client = openai.OpenAI(max_retries=0)
+stream = client.responses.create(model="gpt-4.1-mini", input="hi", stream=True,
+    extra_headers=HEADERS)
+try:
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            text.append(event.delta)
+except openai.APIError as e:
+    error = [type(e).__name__, e.message, e.body]
+""",
     "gemini": """
 from google import genai
 from google.genai import errors, types
@@ -87,10 +109,11 @@ def _run(gw: Gateway, sdk: str) -> dict[str, Any]:
     return out
 
 
-def _counter(gw: Gateway, provider: str) -> float:
+def _counter(gw: Gateway, n: int) -> float:
+    provider, model = TARGETS[n]
     with sqlite3.connect(f"file:{gw.workdir / 'state.db'}?mode=ro", uri=True) as conn:
         found = conn.execute(
-            "select total from counters where key = ?", (f"bg:user:alice:{provider}:*:usd",)
+            "select total from counters where key = ?", (f"bg:user:alice:{provider}:{model}:usd",)
         ).fetchall()
     return float(sum(int(total) for (total,) in found)) / 1_000_000
 
@@ -120,15 +143,16 @@ def _row(gw: Gateway, before: set[str]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("sdk", "provider", "n", "raised"),
+    ("sdk", "n", "raised"),
     [
-        ("openai", "openai", 0, "APIError"),
-        ("anthropic", "anthropic", 1, "APIStatusError"),
-        ("gemini", "gemini", 2, "ClientError"),
+        ("openai", 0, "APIError"),
+        ("anthropic", 1, "APIStatusError"),
+        ("gemini", 2, "ClientError"),
+        ("responses", 3, "APIError"),
     ],
 )
 def test_each_sdk_gets_the_text_then_raises_at_the_cut(
-    gw: Gateway, mock: MockUpstream, sdk: str, provider: str, n: int, raised: str
+    gw: Gateway, mock: MockUpstream, sdk: str, n: int, raised: str
 ) -> None:
     mock.clear()
     before = ids(gw.audit_db)
@@ -151,10 +175,60 @@ def test_each_sdk_gets_the_text_then_raises_at_the_cut(
     assert row["client_disconnected"] == 0
     cost = float(row["cost_usd"])
     assert USD / 2 < cost <= USD + 5  # at most about one event past the budget
-    assert _counter(gw, provider) == pytest.approx(cost, abs=1e-6)
+    assert _counter(gw, n) == pytest.approx(cost, abs=1e-6)
     # Upstream was closed at the cut: the provider did not go on generating to the end.
     (seen,) = mock.seen
     assert len(mock.sent_times[seen.request_id]) < CHUNKS // 2
+
+
+def _curl(gw: Gateway, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    return subprocess.run(
+        [
+            "curl", "-sS", "-N", "--fail-with-body", *args,
+            "https://api.openai.com/v1/chat/completions",
+            "-H", "content-type: application/json",
+            "-H", f"x-mock-chunks: {CHUNKS}", "-H", "x-mock-chunk-delay: 0.01",
+            "-H", "@-",
+            "-d", json.dumps(body),
+        ],
+        input=f"Authorization: Bearer {gw.keys[user]}\n",
+        capture_output=True, text=True, timeout=60, env=gw.client_env(user),
+    )  # fmt: skip
+
+
+def _events(out: str) -> list[dict[str, Any]]:
+    return [json.loads(e.removeprefix("data: ")) for e in out.split("\n\n") if e.strip()]
+
+
+def test_an_http2_client_gets_the_error_event_then_a_reset_stream(
+    gw: Gateway, mock: MockUpstream
+) -> None:
+    mock.clear()
+    result = _curl(gw, "bob", "--http2")
+    # HTTP/2 to the client, HTTP/1 upstream: upstream is closed at the cut, and mitmproxy
+    # resets the client's stream after the error event (curl's error 92).
+    assert result.returncode == 92, result.stderr
+    events = _events(result.stdout)
+    assert len(events) > 5 and all("choices" in e for e in events[:-1])
+    assert events[-1]["error"]["code"] == "budget_exceeded"
+    (seen,) = mock.seen
+    assert len(mock.sent_times[seen.request_id]) < CHUNKS // 2
+
+
+HOLDING_CLIENT = """
+import http.client, json, os, ssl, sys, urllib.parse
+proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+conn = http.client.HTTPSConnection(proxy.hostname, proxy.port,
+    context=ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"]))
+conn.set_tunnel("api.openai.com", 443)
+conn.request("POST", "/v1/chat/completions", body=BODY, headers={**HEADERS,
+    "content-type": "application/json", "authorization": "Bearer " + os.environ["OPENAI_API_KEY"]})
+answer = conn.getresponse()
+body = answer.read()
+print(json.dumps({"status": answer.status, "body": body.decode()}), flush=True)
+sys.stdin.read()  # keep the connection open until the test has looked
+"""
 
 
 def test_curl_gets_a_complete_answer_that_ends_in_the_error_event(
@@ -167,30 +241,40 @@ def test_curl_gets_a_complete_answer_that_ends_in_the_error_event(
     )
     gateway.start()
     try:
-        env = gateway.client_env("alice")
-        messages = [{"role": "user", "content": "hi"}]
-        body = {"model": "gpt-4o-mini", "stream": True, "messages": messages}
-        result = subprocess.run(
-            [
-                "curl", "-sS", "-N", "--fail-with-body",
-                "https://api.openai.com/v1/chat/completions",
-                "-H", "content-type: application/json",
-                "-H", f"x-mock-chunks: {CHUNKS}", "-H", "x-mock-chunk-delay: 0.01",
-                "-H", "@-",
-                "-d", json.dumps(body),
-            ],
-            input=f"Authorization: Bearer {gateway.keys['alice']}\n",
-            capture_output=True, text=True, timeout=60, env=env,
-        )  # fmt: skip
+        result = _curl(gateway, "alice", "--http1.1")
         # Exit 0: the chunked answer ended properly (a cut connection is curl's error 18).
         assert result.returncode == 0, result.stderr
-        events = [e for e in result.stdout.split("\n\n") if e.strip()]
-        assert len(events) > 5
-        last = json.loads(events[-1].removeprefix("data: "))
+        events = _events(result.stdout)
+        assert len(events) > 5 and all("choices" in e for e in events[:-1])
+        last = events[-1]
         assert last["error"]["code"] == "budget_exceeded"
         assert last["error"]["type"] == "rate_limit_error"
         assert MESSAGE.format(n=0) in last["error"]["message"]
-        for event in events[:-1]:
-            assert "choices" in json.loads(event.removeprefix("data: "))
+
+        # A client that keeps its connection open: the proxy itself closed upstream at the
+        # cut, so the provider stopped and the flow ended while the client still waits.
+        mock.clear()
+        before = ids(gateway.audit_db)
+        body = {"model": "gpt-4o-mini", "stream": True, "messages": []}
+        code = f"BODY = {json.dumps(body)!r}\nHEADERS = {HEADERS!r}\n" + HOLDING_CLIENT
+        client = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=gateway.client_env("bob"),
+        )
+        try:
+            assert client.stdout is not None
+            got = json.loads(client.stdout.readline())
+            assert got["status"] == 200 and got["body"].rstrip().endswith("}")
+            assert "budget_exceeded" in got["body"].rsplit("data: ", 1)[1]
+            row = _row(gateway, before)
+            assert row["cut_by"] == "budget_exceeded" and "bob: $60.00" in row["error"]
+            (seen,) = mock.seen
+            assert len(mock.sent_times[seen.request_id]) < CHUNKS // 2
+            assert client.poll() is None  # the client had not left
+        finally:
+            client.communicate("", timeout=30)
     finally:
         gateway.stop()

@@ -231,9 +231,10 @@ class _BudgetTap(_Tap):
             # that the end mitmproxy writes when upstream closes or ends adds nothing more.
             del response.headers["transfer-encoding"]
             payload = (b"%x\r\n%s\r\n" % (len(payload), payload) if payload else b"") + b"0\r\n\r\n"
-        if client_http1:
-            # One request at a time on an HTTP/1 client's upstream connection: closing it stops
-            # the provider generating. (An HTTP/2 client's may carry its other streams.)
+        if response.http_version.startswith("HTTP/1"):
+            # An HTTP/1 upstream connection carries this one request: closing it stops the
+            # provider generating (an HTTP/2 one may carry the client's other streams: there the
+            # client's SDK, raising on the event, resets the stream, and mitmproxy upstream).
             asyncio.get_running_loop().call_soon(_close_upstream, flow)
         return payload if payload else []
 
