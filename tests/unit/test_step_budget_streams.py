@@ -17,7 +17,7 @@ from mitmproxy import http
 from llamakey.providers import ErrorShape
 from llamakey.state import GatewayState
 from llamakey.steps.meter import Meter, _BudgetTap, _Tap
-from llamakey.steps.ratelimit import RateLimits
+from llamakey.steps.ratelimit import RateLimits, StreamBudget
 from llamakey.steps.settle import Settle
 from llamakey.store import Admission, MemoryCounterStore, StoreUnavailable, Window
 from llamakey.usage import ApiFlavor
@@ -281,3 +281,15 @@ def test_the_output_count_reads_each_formats_text_once(
     for i in range(0, len(wire), 7):  # split anywhere
         count.feed(wire[i : i + 7])
     assert count.tokens == tokens
+
+
+async def test_a_budget_check_that_fails_cuts_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> str | None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(StreamBudget, "over", broken)
+    with mitm_context():
+        state, _, _, _, f = await streaming(1.0)
+        (out,) = await feed(f, 1)
+    assert b"could not be checked" in out and out.endswith(b"0\r\n\r\n")
+    assert state.flows(f).cut is not None

@@ -8,6 +8,8 @@ in `response`. Usage seen before a client disconnects is kept (only `error` fire
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import zlib
 from typing import Protocol
@@ -22,6 +24,8 @@ from llamakey.scrub import StreamScrubber
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
 from llamakey.usage.cut import ENDINGS, Framing, OutputCount, error_event, framing_of
+
+log = logging.getLogger(__name__)
 
 _STREAMING_TYPES = (
     "text/event-stream",
@@ -191,29 +195,37 @@ class _BudgetTap(_Tap):
         if self.stopped:  # cut off: what upstream still sends is metered (it is billed), not sent
             if data:
                 decoded = self._decode(data)
-                self.count.feed(decoded)
                 self.meter.feed(decoded)
-                self.state.output_estimate = self.count.tokens
+                with contextlib.suppress(Exception):
+                    self.count.feed(decoded)
+                    self.state.output_estimate = self.count.tokens
             return []
         if not data:
             return self._finish()
         decoded = self._decode(data)
-        self.count.feed(decoded)
         metered = self.meter.feed(decoded)
         if metered:
             self.at_boundary = metered.endswith(ENDINGS[self.framing])
         out = self.scrubber.feed(metered)
-        state = self.state
-        state.output_estimate = self.count.tokens
         if self.due is None:
-            assert isinstance(self.meter, usage_lib.StreamMeter)
-            said = max(self.count.tokens, self.meter.output_tokens or 0)
-            self.due = self.allowance.over(said, self.meter.input_tokens)
+            self.due = self._over(decoded)
             if self.due is None:
                 return out if out else []
         if not self.at_boundary and self.framing is not Framing.NONE:
             return out if out else []  # mid-event: the cut waits for the event's end
         return self._cut(out)
+
+    def _over(self, decoded: bytes) -> str | None:
+        """Count what `decoded` says and ask the budget; a failure here fails closed (a cut)."""
+        try:
+            self.count.feed(decoded)
+            self.state.output_estimate = self.count.tokens
+            assert isinstance(self.meter, usage_lib.StreamMeter)
+            said = max(self.count.tokens, self.meter.output_tokens or 0)
+            return self.allowance.over(said, self.meter.input_tokens)
+        except Exception:
+            log.exception("LlaMaKey: a stream's budget could not be checked; cutting it off")
+            return "LlaMaKey: the budget of this answer could not be checked; it was cut off"
 
     def _cut(self, out: bytes) -> bytes | list[bytes]:
         """End the answer: what was forwarded, the final error event, the end of the body."""
