@@ -24,8 +24,8 @@ budget's ``reserve_output``, at the model's price with ``[prices]`` overrides) w
 `state.cost_usd` (Settle ran before; an estimated usage counts too); an answer that could not
 be priced keeps its reservation.
 
-A streamed answer that asks for no maximum output (its reservation holds the budget's
-``reserve_output``) is watched while it flows (`StreamBudget`, the flow's
+A streamed answer reserves at most its budget's ``reserve_output`` of output, whatever
+``max_tokens`` it asks for, and is watched while it flows (`StreamBudget`, the flow's
 `FlowState.allowance`): the meter's tap tells it the output so far on every chunk; before the
 running cost reaches what the stream holds, it asks the store for more (`add_within` of
 another ``reserve_output`` worth, else whatever room is left), in a task, so the tap never
@@ -97,9 +97,11 @@ class _Held:
 class StreamBudget:
     """Keeps one streamed answer within its budgets while it flows (a `StreamAllowance`).
 
-    The running cost is the reservation's input estimate plus the output so far at the model's
-    output price. `over` runs on every chunk, so it compares one integer until the output
-    reaches the next point where something must happen (an extension to ask for, a cut)."""
+    The running cost is the input (the provider's count once the stream reports it, else the
+    reservation's estimate) plus the output so far at the model's output price. `over` runs on
+    every chunk, so it compares one integer until the output reaches the next point where
+    something must happen (an extension to ask for, a cut). A budget that refused once stays
+    refused for this stream."""
 
     __slots__ = (
         "_asked",
