@@ -51,7 +51,10 @@ class Flaky(MemoryCounterStore):
 
 
 async def streaming(
-    usd: float, store: MemoryCounterStore | None = None, on_store_error: str = "deny"
+    usd: float,
+    store: MemoryCounterStore | None = None,
+    on_store_error: str = "deny",
+    content_type: str = "text/event-stream",
 ) -> tuple[GatewayState, RateLimits, MemoryCounterStore, Meter, http.HTTPFlow]:
     state, authorize, rate, store = setup(
         [{"usd": usd, "per": "day", "reserve_output": 10}], store, on_store_error
@@ -62,7 +65,7 @@ async def streaming(
     meter = Meter(state)
     meter.request(f)
     f.response = http.Response.make(
-        200, b"", {"content-type": "text/event-stream", "transfer-encoding": "chunked"}
+        200, b"", {"content-type": content_type, "transfer-encoding": "chunked"}
     )
     f.response.headers.pop("content-length", None)
     meter.responseheaders(f)
@@ -194,6 +197,17 @@ async def test_the_cut_waits_for_the_end_of_an_event() -> None:
         assert (first + payload).startswith(EVENT)  # the event whole, then the error event
         assert payload.endswith(b"\n\n") and b"budget_exceeded" in payload[-300:]
         assert last.endswith(b"\r\n0\r\n\r\n") and state.flows(f).cut is not None
+
+
+async def test_a_stream_without_event_boundaries_is_cut_where_it_crosses() -> None:
+    with mitm_context():
+        # One JSON document streamed (Gemini without alt=sse): no boundary, no error event.
+        state, _, _, _, f = await streaming(INPUT_USD + 0.02, content_type="application/json")
+        line = EVENT.rstrip(b"\n") + b"\n"  # whole lines, never a blank one between events
+        out = await feed(f, 20, line)
+        (last,) = [o for o in out if o.endswith(b"0\r\n\r\n")]
+        assert out.index(last) == 10  # 10 tokens reserved: the 11th crosses
+        assert b"budget_exceeded" not in last and state.flows(f).cut is not None
 
 
 @pytest.mark.parametrize(("on_store_error", "cut"), [("deny", True), ("allow", False)])
