@@ -44,7 +44,9 @@ BUDGETS = (
     )
     + "]\n"
 )
-HEADERS = {"x-mock-chunks": str(CHUNKS), "x-mock-chunk-delay": "0.01"}
+# Events 30 ms apart: the store answers an extension well within that, even on a busy machine.
+DELAY = "0.03"
+HEADERS = {"x-mock-chunks": str(CHUNKS), "x-mock-chunk-delay": DELAY}
 MESSAGE = "alice: $60.00 per day (defaults.budgets.{n}) is spent; resets "
 
 CLIENTS = {
@@ -188,7 +190,7 @@ def _curl(gw: Gateway, user: str, *args: str) -> subprocess.CompletedProcess[str
             "curl", "-sS", "-N", "--fail-with-body", *args,
             "https://api.openai.com/v1/chat/completions",
             "-H", "content-type: application/json",
-            "-H", f"x-mock-chunks: {CHUNKS}", "-H", "x-mock-chunk-delay: 0.01",
+            "-H", f"x-mock-chunks: {CHUNKS}", "-H", f"x-mock-chunk-delay: {DELAY}",
             "-H", "@-",
             "-d", json.dumps(body),
         ],
