@@ -3,6 +3,11 @@
 Streamed answers (server-sent events, NDJSON, chunked bodies) are forwarded chunk by chunk
 as the provider sends them; a small tap reads usage on the way. Plain answers are read whole
 in `response`. Usage seen before a client disconnects is kept (only `error` fires then).
+
+A stream that a budget watches (`FlowState.allowance`, set by the rate limits) gets a tap of
+its own, `_BudgetTap`: it also counts the output so far, and when the budget says stop it cuts
+the answer off at an event boundary with a final error event in the stream's format
+(`usage.cut`), ends the body and closes an HTTP/1 upstream (README "Budgets").
 """
 
 from __future__ import annotations
