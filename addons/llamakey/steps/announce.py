@@ -115,6 +115,8 @@ def note(flow: http.HTTPFlow, state: FlowState) -> None:
     elif _streamed(flow):
         size = human.pretty_size(state.response_bytes)
         streamed = f"answer streamed to the client as it came ({size}); its body was not kept"
+        if state.cut is not None:
+            streamed += "; cut off by a budget (cut_by=budget_exceeded)"
         flow.comment = f"{flow.comment} | {streamed}" if flow.comment else streamed
 
 
