@@ -280,3 +280,66 @@ def test_curl_gets_a_complete_answer_that_ends_in_the_error_event(
             client.communicate("", timeout=30)
     finally:
         gateway.stop()
+
+
+CONCURRENT = """
+import json, openai
+from concurrent.futures import ThreadPoolExecutor
+client = openai.OpenAI(max_retries=0)
+def one(_):
+    text = []
+    try:
+        stream = client.chat.completions.create(model="gpt-4o-mini", stream=True,
+            messages=[{"role": "user", "content": "hi"}], extra_headers=HEADERS)
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                text.append(chunk.choices[0].delta.content)
+        return ["done", len("".join(text))]
+    except openai.APIError as e:
+        return [type(e).__name__, len("".join(text))]
+with ThreadPoolExecutor(4) as pool:
+    print(json.dumps(list(pool.map(one, range(4)))))
+"""
+
+
+def test_concurrent_streams_share_the_budget_and_stop_at_it(
+    tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream
+) -> None:
+    usd = 200.0  # four reservations of about $31 fit; the streams then compete for the rest
+    toml = (
+        f'[defaults]\nbudgets = [{{ usd = {usd}, per = "day", reserve_output = 10 }}]\n'
+        + PRICES
+        + '[state]\nbackend = "sqlite"\npath = "state.db"\n'
+    )
+    gateway = make_gateway(
+        tmp_path_factory.mktemp("budget-concurrent-streams"), mock, extra_toml=toml
+    )
+    gateway.start()
+    try:
+        before = ids(gateway.audit_db)
+        result = run_client(f"HEADERS = {HEADERS!r}\n" + CONCURRENT, gateway.client_env("alice"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+        assert [name for name, _ in outcomes] == ["APIError"] * 4  # every one cut off
+        assert all(size > 0 for _, size in outcomes)  # each had text first
+        found: list[dict[str, Any]] = []
+
+        def four() -> bool:
+            nonlocal found
+            found = [
+                r
+                for r in rows(gateway.audit_db, "completed_ts is not null")
+                if r["id"] not in before
+            ]
+            return len(found) == 4
+
+        wait_until(four, "four audit rows")
+        assert {r["cut_by"] for r in found} == {"budget_exceeded"}
+        spent = sum(float(r["cost_usd"]) for r in found)
+        print(f"\nbudget ${usd:.2f}: four concurrent streams cut off, spent ${spent:.2f}")
+        assert usd * 0.8 < spent <= usd + 4 * 5  # each past it by about one event at most
+        with sqlite3.connect(f"file:{gateway.workdir / 'state.db'}?mode=ro", uri=True) as conn:
+            ((total,),) = conn.execute("select total from counters").fetchall()
+        assert int(total) / 1_000_000 == pytest.approx(spent, abs=1e-6)
+    finally:
+        gateway.stop()
