@@ -307,3 +307,22 @@ async def test_a_budget_check_that_fails_cuts_the_stream(monkeypatch: pytest.Mon
         (out,) = await feed(f, 1)
     assert b"could not be checked" in out and out.endswith(b"0\r\n\r\n")
     assert state.flows(f).cut is not None
+
+
+async def test_a_models_token_prices_are_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    looked_up: list[tuple[int, ...]] = []
+    price = RateLimits._price
+
+    def counting(self: RateLimits, state: Any, *tokens: Any) -> float | None:
+        looked_up.append(tokens)
+        return price(self, state, *tokens)
+
+    monkeypatch.setattr(RateLimits, "_price", counting)
+    state, authorize, rate, _ = setup([{"usd": 25.0, "per": "day", "reserve_output": 10}])
+    for _ in range(3):
+        f = await call(state, authorize, STREAM)
+        allowance = state.flows(f).allowance
+        assert isinstance(allowance, StreamBudget)
+    # Each admission prices its reservation; the per-token prices came once, for all three.
+    assert len(looked_up) == 3 + 4
+    assert rate.unit_prices(state.flows(f)) == pytest.approx((0.001, 0.002, 0.001, 0.001))

@@ -110,8 +110,8 @@ class StreamBudget:
         "_limits",
         "_next",
         "_per_token",
-        "_state",
         "_tasks",
+        "_units",
         "held",
         "user",
     )
@@ -121,18 +121,18 @@ class StreamBudget:
         limits: RateLimits,
         state: FlowState,
         input_usd: float,
-        usd_per_token: float,
+        units: tuple[float, float, float, float],
         held: list[_Held],
         asked: int | None = None,
     ) -> None:
         self._limits = limits
-        self._state = state
         # The request's own maximum output: the provider stops there, whatever we count.
         self._asked = asked
         self._input_seen: tuple[int, int, int] | None = None
         self.user = state.user or ""
         self._input_usd = input_usd
-        self._per_token = usd_per_token
+        self._units = units  # USD per token: input, output, cache read, cache write
+        self._per_token = units[1]
         self.held = held
         self._tasks: set[asyncio.Task[None]] = set()
         self._next = 0
@@ -141,10 +141,10 @@ class StreamBudget:
         if input_tokens is not None and input_tokens != self._input_seen:
             # The provider's own count of the input replaces our estimate of it.
             self._input_seen = input_tokens
-            priced = self._limits.input_cost(self._state, *input_tokens)
-            if priced is not None:
-                self._input_usd = priced
-                self._next = 0
+            given, read, write = input_tokens
+            units = self._units
+            self._input_usd = given * units[0] + read * units[2] + write * units[3]
+            self._next = 0
         if output_tokens < self._next:
             return None
         if self._asked is not None:
@@ -210,6 +210,8 @@ class RateLimits:
         self._closing: set[object] = set()
         self._overrides: dict[str, PriceOverride] = {}
         self._overrides_from: object = None
+        self._units: dict[tuple[str, str], tuple[float, float, float, float] | None] = {}
+        self._units_from: object = None
 
     def store(self) -> ClosableCounterStore:
         settings = self.state.settings
@@ -296,23 +298,44 @@ class RateLimits:
         """Watch a streamed answer on its budgets while it flows (`StreamBudget`)."""
         if not state.stream or state.model is None:
             return
-        input_usd = self._price(state, (len(body) + 3) // 4, 0)
-        million = self._price(state, 0, 1_000_000)
-        if input_usd is None or not million:
+        units = self.unit_prices(state)
+        if units is None or not units[1]:
             return  # a free model's answer costs nothing more as it grows
-        per_token = million / 1_000_000
+        per_token = units[1]
         usd = [r for r in taken if r.unit == "usd"]
         held = [
             _Held(budget, reservation, max(per_token, budget.reserve_output * per_token))
             for budget, reservation in zip(budgets, usd, strict=True)
         ]
-        state.allowance = StreamBudget(self, state, input_usd, per_token, held, asked)
+        input_usd = (len(body) + 3) // 4 * units[0]
+        state.allowance = StreamBudget(self, state, input_usd, units, held, asked)
 
-    def input_cost(
-        self, state: FlowState, input_tokens: int, cache_read: int, cache_write: int
-    ) -> float | None:
-        """What the input a stream reported costs (its cache reads and writes included)."""
-        return self._price(state, input_tokens, 0, cache_read, cache_write)
+    def unit_prices(self, state: FlowState) -> tuple[float, float, float, float] | None:
+        """USD per token of input, output, cache reads and cache writes of `state`'s model
+        (a cache price it lacks: the input's), None when unpriced. A stream's running cost is
+        worked out from these on every chunk, so genai-prices is asked once per model and
+        configuration (its tiers, where a model has them, are left to the settlement)."""
+        overrides = self.overrides()
+        if overrides is not self._units_from:
+            self._units.clear()
+            self._units_from = overrides
+        key = (state.provider or "", state.model or "")
+        if key not in self._units:
+            n = 1_000_000
+            given = self._price(state, n, 0)
+            output = self._price(state, 0, n)
+            read = self._price(state, 0, 0, n, None)
+            write = self._price(state, 0, 0, None, n)
+            found = None
+            if given is not None and output is not None:
+                found = (
+                    given / n,
+                    output / n,
+                    (read if read is not None else given) / n,
+                    (write if write is not None else given) / n,
+                )
+            self._units[key] = found
+        return self._units[key]
 
     async def extend(self, watch: StreamBudget, held: _Held) -> None:
         """Ask the store for another step on `held`'s budget, else for whatever room is left;
