@@ -1,10 +1,10 @@
 """Cutting a streamed answer short (README "Budgets"): how much it has said so far, where an
 event ends, and the final error event in the stream's own format.
 
-`OutputCount` runs only for streams a budget watches (never on other streams): it decodes each
-complete line of the stream and counts the text it carries, a quarter of a token per
-character and at least one token per event that carries any (what `steps.meter` estimates a
-stream by when its provider's own count never came). The provider's running count, where the
+`OutputCount` runs only for streams a budget watches (never on other streams): it finds the
+generated text in each complete line of the stream and counts a token per 4 bytes of it, at
+least one per piece (what `steps.meter` estimates a stream by when its provider's own count
+never came). The provider's running count, where the
 stream carries one (Gemini's every chunk, Anthropic's `message_delta`), wins when larger.
 
 `error_event` is what each SDK raises on in the middle of a stream: openai's `APIError` for a
@@ -17,8 +17,8 @@ body is the provider's error shape (`refusals.error_body`) for a 429.
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
-from typing import Any
 
 from llamakey.providers import ErrorShape
 from llamakey.refusals import Refusal, error_body
@@ -28,20 +28,17 @@ __all__ = ["Framing", "OutputCount", "error_event", "framing_of"]
 
 # A line longer than this is not counted (no content event is anywhere near it).
 _MAX_LINE = 1 << 20
-# Keys whose string values are text a model generated, in every supported stream format.
-_TEXT_KEYS = frozenset(
-    {
-        "content",  # OpenAI chat delta.content
-        "text",  # Anthropic, Gemini parts, Cohere
-        "delta",  # Responses *.delta (a string there; an object elsewhere, walked)
-        "partial_json",  # Anthropic tool input
-        "arguments",  # OpenAI tool calls
-        "thinking",
-        "reasoning_content",
-        "reasoning",
-        "refusal",
-    }
+# A JSON string under a key that holds text a model generated, in every supported stream
+# format: OpenAI chat `delta.content`, Anthropic, Gemini parts and Cohere `text`, Responses
+# `delta`, Anthropic `partial_json`, tool-call `arguments`, reasoning and refusals. Found with
+# one C-level scan per chunk, no JSON decoding (inside a JSON string a quote is escaped, so
+# text that merely mentions a key never matches).
+_TEXT_RE = re.compile(
+    rb'"(?:content|text|delta|partial_json|arguments|thinking|reasoning_content|reasoning'
+    rb'|refusal)"\s*:\s*"((?:[^"\\]|\\.)*)"'
 )
+# The Responses API: only its deltas (`*.done` and `response.completed` repeat the whole text).
+_DELTA_RE = re.compile(rb'"delta"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 class Framing(StrEnum):
@@ -69,33 +66,21 @@ ENDINGS: dict[Framing, tuple[bytes, ...]] = {
 """What forwarded bytes end with when they end between two events."""
 
 
-def _text_length(value: Any) -> int:
-    """Characters of generated text in a decoded event (strings under `_TEXT_KEYS`)."""
-    total = 0
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, str):
-                if key in _TEXT_KEYS:
-                    total += len(item)
-            elif isinstance(item, dict | list):
-                total += _text_length(item)
-    elif isinstance(value, list):
-        for item in value:
-            total += _text_length(item)
-    return total
-
-
 class OutputCount:
-    """A running estimate of the output tokens a stream has carried so far."""
+    """A running estimate of the output tokens a stream has carried so far: a token per 4
+    bytes of generated text as it was sent, at least one per piece of text."""
 
-    __slots__ = ("_flavor", "_tail", "tokens")
+    __slots__ = ("_pattern", "_skip_ends", "_tail", "tokens")
 
     def __init__(self, flavor: ApiFlavor) -> None:
-        self._flavor = flavor
+        self._pattern = _DELTA_RE if flavor == ApiFlavor.OPENAI_RESPONSES else _TEXT_RE
+        # Cohere v1's `stream-end` repeats the whole answer.
+        self._skip_ends = flavor == ApiFlavor.COHERE_V1
         self._tail = bytearray()
         self.tokens = 0
 
     def feed(self, chunk: bytes) -> None:
+        """Count the text of the lines `chunk` completes; keep its incomplete last line."""
         last = chunk.rfind(b"\n")
         if last < 0:
             if len(self._tail) + len(chunk) <= _MAX_LINE:
@@ -106,36 +91,12 @@ class OutputCount:
         lines = bytes(self._tail) + chunk[: last + 1] if self._tail else chunk[: last + 1]
         self._tail.clear()
         self._tail += chunk[last + 1 :]
-        for line in lines.split(b"\n"):
-            self._count(line)
-
-    def _count(self, line: bytes) -> None:
-        line = line.strip()
-        if line.startswith(b"data:"):
-            line = line[5:].lstrip()
-        if not line.startswith(b"{"):
-            return
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
-        kind = event.get("type") or event.get("event_type")
-        if self._flavor == ApiFlavor.OPENAI_RESPONSES:
-            # Only the deltas: `*.done` and `response.completed` repeat the whole text.
-            delta = event.get("delta")
-            chars = (
-                len(delta)
-                if isinstance(kind, str) and kind.endswith(".delta") and isinstance(delta, str)
-                else 0
-            )
-        elif kind == "stream-end":  # Cohere v1 repeats the whole answer at the end
-            chars = 0
-        else:
-            chars = _text_length(event)
-        if chars:
-            self.tokens += max(1, -(-chars // 4))
+        if self._skip_ends and b'"stream-end"' in lines:
+            lines = b"\n".join(x for x in lines.split(b"\n") if b'"stream-end"' not in x)
+        for found in self._pattern.finditer(lines):
+            size = found.end(1) - found.start(1)
+            if size:
+                self.tokens += (size + 3) // 4
 
 
 def error_event(flavor: ApiFlavor, shape: ErrorShape, framing: Framing, message: str) -> bytes:
