@@ -184,10 +184,10 @@ def compile_limits(
 _MAX_KEYS = ("max_tokens", "max_output_tokens", "max_completion_tokens")
 
 
-def estimate_tokens(body: bytes, reserve_output: int) -> int:
-    """What a request may take: its body's bytes / 4 for the input, plus the output it asks
-    for at most (``max_tokens``, ``max_output_tokens``, ``max_completion_tokens``, Gemini's
-    ``generationConfig.maxOutputTokens``), else `reserve_output`."""
+def requested_output(body: bytes) -> int | None:
+    """The output a request asks for at most (``max_tokens``, ``max_output_tokens``,
+    ``max_completion_tokens``, Gemini's ``generationConfig.maxOutputTokens``; the largest if
+    several), None when it names none."""
     output: int | None = None
     if body[:1] in (b"{", b" ", b"\n", b"\r", b"\t"):
         try:
@@ -202,4 +202,11 @@ def estimate_tokens(body: bytes, reserve_output: int) -> int:
             for candidate in candidates:
                 if isinstance(candidate, int) and not isinstance(candidate, bool):
                     output = max(output or 0, candidate)
+    return output
+
+
+def estimate_tokens(body: bytes, reserve_output: int) -> int:
+    """What a request may take: its body's bytes / 4 for the input, plus the output it asks
+    for at most (`requested_output`), else `reserve_output`."""
+    output = requested_output(body)
     return (len(body) + 3) // 4 + (output if output is not None else reserve_output)
