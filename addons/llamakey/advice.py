@@ -3,7 +3,9 @@ and by the proxy when it loads the file. A warning names the TOML path, never th
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from urllib.parse import urlsplit
 
 from llamakey.config import Settings
 from llamakey.providers import BUILTIN_PROVIDERS
@@ -52,6 +54,30 @@ def literal_alert_secret(settings: Settings) -> list[str]:
     ]
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_jwks_url(settings: Settings) -> list[str]:
+    """A warning when ``[jwt] jwks_url`` is plain http:// to another machine: whoever is on
+    the path can answer with a key set of their own and sign a token for anyone with it."""
+    jwt = settings.file.jwt
+    if jwt is None or jwt.jwks_url is None:
+        return []
+    url = urlsplit(jwt.jwks_url)
+    if url.scheme != "http" or _loopback(url.hostname or ""):
+        return []
+    where = settings.path or "the configuration"
+    return [
+        f"jwt.jwks_url in {where} is plain http://: anyone on the network between this proxy "
+        "and the identity provider can answer with keys of their own and forge a token for any "
+        "identity. Use the provider's https:// URL (jwks_ca for a CA of your own)"
+    ]
+
+
 def warnings(settings: Settings) -> list[str]:
     """Every warning about `settings`, as `lmk check` and the proxy say them."""
-    return [*literal_keys(settings), *literal_alert_secret(settings)]
+    return [*literal_keys(settings), *literal_alert_secret(settings), *plain_jwks_url(settings)]

@@ -376,3 +376,19 @@ def test_a_slow_jwks_server_holds_up_no_other_request(tmp_path: Path, mock: Mock
             jwks.gate.set()
         gw.stop()
         jwks.stop()
+
+
+def test_a_plain_http_key_set_off_loopback_is_warned_of_at_start(
+    tmp_path: Path, mock: MockUpstream, jwks: JwksServer
+) -> None:
+    # Whoever is on the path to an http:// key set can serve keys of their own, and sign a
+    # token for anyone with them: the proxy says so when it loads the file.
+    table = jwt_toml(jwks).replace(jwks.url, "http://idp.example.invalid/keys")
+    gw = make_gateway(tmp_path, mock, extra_toml=table)
+    gw.start()
+    try:
+        log = gw.log.read_text()
+    finally:
+        gw.stop()
+    (line,) = [line for line in log.splitlines() if "jwt.jwks_url" in line]
+    assert "is plain http://" in line and "forge a token for any identity" in line

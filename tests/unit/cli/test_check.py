@@ -196,3 +196,32 @@ def test_check_summarises_the_jwt_table_and_refuses_a_bad_key_file(
         "jwt: issuer https://login.example/v2.0, audience api://lmk, ES256 keys from idp.pem "
         "(PEM); 0 user(s) by sub, other identities group research" in out
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://idp.example/keys", True),  # anyone on the path serves keys of their own
+        ("http://10.0.0.7:8080/keys", True),
+        ("https://idp.example/keys", False),
+        ("http://127.0.0.1:5556/keys", False),  # loopback: no network in between
+        ("http://[::1]:5556/keys", False),
+        ("http://localhost/keys", False),
+    ],
+)
+def test_check_warns_of_a_jwks_url_in_plain_http_off_loopback(
+    cfg: Path, capsys: pytest.CaptureFixture[str], url: str, warned: bool
+) -> None:
+    jwt = (
+        '\n[jwt]\nissuer = "https://login.example/v2.0"\naudience = ["api://lmk"]\n'
+        f'algorithms = ["RS256"]\njwks_url = "{url}"\n'
+    )
+    cfg.write_text(cfg.read_text() + jwt)
+    assert lmk(cfg, "check") == 0  # valid: a warning, as for a literal key
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "warning:" in line]
+    if not warned:
+        assert warnings == []
+        return
+    (warning,) = warnings
+    assert f"jwt.jwks_url in {cfg.resolve()} is plain http://" in warning
+    assert "forge a token for any identity" in warning and "https://" in warning
