@@ -120,6 +120,23 @@ async def test_a_tunnel_proven_by_a_jwt_checks_it_again_on_each_request(tmp_path
         assert f.metadata[keys.REFUSED] == Refusal.NO_KEY.value
 
 
+async def test_a_tunnel_proven_by_a_jwt_is_refused_once_jwt_is_removed(tmp_path: Path) -> None:
+    # A reload that drops [jwt]: the token the tunnel was opened with proves no one any more,
+    # which is a 401 saying so, not an internal error (and a traceback) on every request.
+    state = jwt_state(tmp_path)
+    auth = Authenticate(state)
+    with mitm_context(auth):
+        token = EC.sign(claims("oid-erin"))
+        connect = connect_flow("api.openai.com:443", {"Proxy-Authorization": basic("erin", token)})
+        auth.http_connect(connect)
+        state.install(config.resolve(config.parse(config_data()), None))  # [jwt] removed
+        f = provider_flow("https://api.openai.com/v1/models", client=connect.client_conn)
+        IdentifyProvider(state).requestheaders(f)
+        auth.requestheaders(f)
+        assert f.response is not None and f.response.status_code == 401
+        assert f.metadata[keys.REFUSED] == Refusal.NO_KEY.value
+
+
 async def test_master_keys_work_beside_jwts_and_without_jwt_a_token_is_a_wrong_key(
     tmp_path: Path,
 ) -> None:

@@ -211,9 +211,9 @@ class Authenticate:
             (kind, value), proven_marker = proven
             self._mark(flow, state, proven_marker)
             if kind == "jwt":
-                return True, self._jwt(value)
-            tunnel_user = self.state.master_keys.by_hash(value)
-            if tunnel_user is not None:
+                if self.state.jwt is not None:  # a reload may have dropped [jwt] since
+                    return True, self._jwt(value)
+            elif (tunnel_user := self.state.master_keys.by_hash(value)) is not None:
                 return False, Outcome(user=tunnel_user)
         if carriers:
             return False, refused(
