@@ -392,3 +392,32 @@ def test_a_plain_http_key_set_off_loopback_is_warned_of_at_start(
         gw.stop()
     (line,) = [line for line in log.splitlines() if "jwt.jwks_url" in line]
     assert "is plain http://" in line and "forge a token for any identity" in line
+
+
+def test_a_static_key_replaced_in_its_file_takes_effect_without_a_restart(
+    tmp_path: Path, mock: MockUpstream, jwks: JwksServer
+) -> None:
+    # The identity provider's key leaked: the admin puts the new one in public_key_file. Tokens
+    # the old key signs (anyone's, forged with it) must stop passing, as a key set fetched
+    # again stops passing a retired kid; the TOML itself does not change.
+    leaked, fresh = SigningKey.rsa("idp"), SigningKey.rsa("idp")
+    table = jwt_toml(jwks).replace(f'jwks_url = "{jwks.url}"', 'public_key_file = "idp.pem"')
+    (tmp_path / "idp.pem").write_bytes(leaked.public_pem())
+    gw = make_gateway(tmp_path, mock, extra_toml=table)
+    with (gw.workdir / "lmk_users.toml").open("a") as users:
+        users.write(JWT_USERS)
+    gw.start()
+    try:
+        url = "https://api.openai.com/v1/models"
+        forged = token_env(gw, sign(leaked))
+        assert curl(forged, url, *_bearer(forged))[0] == 200
+        (gw.workdir / "idp.pem").write_bytes(fresh.public_pem())
+        wait_until(
+            lambda: curl(forged, url, *_bearer(forged))[0] == 401,
+            "the proxy to drop the replaced key",
+        )
+        env = token_env(gw, sign(fresh))
+        assert curl(env, url, *_bearer(env))[0] == 200
+        assert "jwt.public_key_file" in gw.log.read_text()  # the reload line says what changed
+    finally:
+        gw.stop()

@@ -1,5 +1,5 @@
 """Loads `lmk_config.toml` and its users file, applies them to mitmproxy, and reloads them
-when either file changes.
+when either file changes (or `[jwt] public_key_file`: a key replaced after a leak takes effect).
 
 A reload swaps the whole configuration at once and drops no connection: a revoked key is
 refused on its next request. An invalid new file (either of the two) is refused with a logged
@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 import certifi
+from cryptography.hazmat.primitives import serialization
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from pydantic import BaseModel
@@ -175,7 +176,18 @@ def describe_changes(old: config.Settings, new: config.Settings) -> str:
             parts.append(f"{what}: {', '.join(sorted(names))}")
     if others := _other_settings(old.file, new.file):
         parts.append(f"other settings changed: {', '.join(others)}")
+    if _pem(old) and _pem(new) and _pem(old) != _pem(new):
+        parts.append("jwt.public_key_file: a new key")
     return "; ".join(parts) or "no change in effect"
+
+
+def _pem(settings: config.Settings) -> bytes | None:
+    key = settings.jwt_public_key
+    if key is None:
+        return None
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 _CA_FILES = (ca.CA_KEY_FILE, ca.CA_CERT_FILE, ca.BUNDLE_FILE)
@@ -218,9 +230,9 @@ class ConfigLoader:
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        # The two files as last read (the config, then the users file it names).
-        self._stamp: tuple[FileStamp, FileStamp] | None = None
-        self._users_path: Path | None = None
+        # The files as last read: the config, then those it names (`_watched`).
+        self._stamp: tuple[FileStamp, ...] | None = None
+        self._watched: tuple[Path, ...] = ()
         self._watcher: asyncio.Task[None] | None = None
         # The CA mitmproxy loaded (its directory and fingerprint), and what was last seen of it.
         self._ca_dir: Path | None = None
@@ -245,7 +257,7 @@ class ConfigLoader:
             options = prepare(settings)
         except (config.ConfigError, ca.CAError) as error:
             raise exceptions.OptionsError(str(error)) from None
-        self._stamp, self._users_path = stamp, settings.users_path
+        self._stamp, self._watched = stamp, _watched(settings.file, path)
         self._apply(settings, options)
         self._ca_in_use(settings.certs_dir)
         for warning in advice.warnings(settings):
@@ -313,7 +325,7 @@ class ConfigLoader:
         """Reload when the config or the users file changed (inode, times or size); True if a
         new configuration took effect."""
         path = Path(ctx.options.lmk_config).expanduser()
-        stamp = await asyncio.to_thread(_stamps, path, self._users_path)
+        stamp = await asyncio.to_thread(_stamps, path, self._watched)
         if stamp[0] is None or stamp == self._stamp:
             return False
         self._stamp = stamp  # a file refused is not read again until it changes again
@@ -325,7 +337,7 @@ class ConfigLoader:
         except (config.ConfigError, ca.CAError) as error:
             log.error("Configuration not reloaded, the running one stays. %s", error)
             return False
-        self._stamp, self._users_path = stamp, settings.users_path
+        self._stamp, self._watched = stamp, _watched(settings.file, path)
         self._apply(settings, options)
         if old is None or settings.certs_dir != old.certs_dir:
             self._ca_in_use(settings.certs_dir)  # mitmproxy loads the CA of the new confdir
@@ -337,7 +349,7 @@ class ConfigLoader:
     @staticmethod
     def _reload_work(
         path: Path, old: config.Settings | None
-    ) -> tuple[tuple[FileStamp, FileStamp], config.Settings, dict[str, object], str]:
+    ) -> tuple[tuple[FileStamp, ...], config.Settings, dict[str, object], str]:
         """The blocking part of a reload, in a worker thread: read, prepare, compare."""
         stamp, settings = _load(path)
         same_ca = old is not None and settings.certs_dir == old.certs_dir
@@ -346,14 +358,22 @@ class ConfigLoader:
         return stamp, settings, options, changes
 
 
-def _stamps(config_path: Path, users_path: Path | None) -> tuple[FileStamp, FileStamp]:
-    return file_stamp(config_path), file_stamp(users_path) if users_path else None
+def _watched(file: config.ConfigFile, path: Path) -> tuple[Path, ...]:
+    """The files the config at `path` names and is read with: its users file, and the
+    identity provider's key of `[jwt] public_key_file`."""
+    jwt = file.jwt
+    key = (path.parent / jwt.public_key_file,) if jwt and jwt.public_key_file else ()
+    return (config.users_path_of(file, path), *key)
 
 
-def _load(path: Path) -> tuple[tuple[FileStamp, FileStamp], config.Settings]:
-    """Blocking: the settings, and the stamps of both files, each taken before the file is
+def _stamps(config_path: Path, watched: tuple[Path, ...]) -> tuple[FileStamp, ...]:
+    return (file_stamp(config_path), *(file_stamp(p) for p in watched))
+
+
+def _load(path: Path) -> tuple[tuple[FileStamp, ...], config.Settings]:
+    """Blocking: the settings, and the stamps of every file, each taken before the file is
     read (a change made while loading is seen at the next poll)."""
     config_stamp = file_stamp(path)
     file = config.read_config(path)
-    users_stamp = file_stamp(config.users_path_of(file, path))
-    return (config_stamp, users_stamp), config.load_users(file, path)
+    stamps = tuple(file_stamp(p) for p in _watched(file, path))
+    return (config_stamp, *stamps), config.load_users(file, path)
