@@ -162,6 +162,16 @@ async def test_a_request_for_another_host_than_its_tunnel_is_refused(
     assert KEY not in request_text(f)
 
 
+async def test_a_request_for_another_host_of_the_same_provider_is_refused() -> None:
+    # One provider, two hosts (Azure tenants): the tunnel is to one tenant, the request names
+    # another. The credential goes to neither, as the README says of any other host.
+    url = "https://victim.openai.azure.com/openai/deployments/d/chat/completions"
+    f = provider_flow(url, {"api-key": "placeholder"}, sni="myres.openai.azure.com")
+    await sidecar().requestheaders(f)
+    assert f.response is not None and f.response.status_code == 421
+    assert KEY not in request_text(f)
+
+
 async def test_no_credential_is_a_503_in_the_providers_shape() -> None:
     f = provider_flow("https://api.anthropic.com/v1/messages", {"x-api-key": APP_KEY})
     await sidecar(None).requestheaders(f)

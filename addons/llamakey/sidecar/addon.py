@@ -72,10 +72,13 @@ class AddCredential:
         only (`allow_hosts`), and a plain-HTTP request never gets the credential."""
         if not flow.client_conn.tls_established:
             return None, True
-        by_host = self.index.lookup(flow.request.pretty_host)
+        host = flow.request.pretty_host
+        by_host = self.index.lookup(host)
         tunnel = _tunnel_name(flow)
         by_tunnel = self.index.lookup(tunnel) if tunnel else by_host
-        return by_tunnel or by_host, by_tunnel is by_host
+        # The names, not their providers: one provider has many hosts (Azure's tenants).
+        agree = tunnel is None or _name(tunnel) == _name(host)
+        return by_tunnel or by_host, agree
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         # The application's own proxy credentials are for the sidecar, which needs none.
@@ -151,6 +154,10 @@ def _tunnel_name(flow: http.HTTPFlow) -> str | None:
     if flow.client_conn.sni:
         return flow.client_conn.sni
     return flow.server_conn.address[0] if flow.server_conn.address else None
+
+
+def _name(host: str) -> str:
+    return host.lower().rstrip(".")
 
 
 def _carriers_used(request: http.Request) -> Sequence[Carrier]:
