@@ -61,6 +61,8 @@ class FlowState:
     client_disconnected: bool = False
     usage: Usage | None = None
     cost_usd: float | None = None
+    bodies: tuple[str | None, str | None] | None = None  # request and answer text, redacted
+    # (made once for the audit log's bodies and the spans: steps.audit.redacted_bodies)
     # routing (README "Model catalogue and routing")
     deployment: str | None = None  # the catalogue deployment that served, by its name
 

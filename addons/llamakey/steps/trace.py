@@ -1,0 +1,225 @@
+"""Trace: an OpenTelemetry span for every provider call once it has ended (README "Traces").
+
+Registered after Settle, RateLimits and CompleteAudit: the span carries what the audit row
+records (usage, cost, latency, time to first byte, the refusal), named after OpenTelemetry's
+GenAI conventions (``gen_ai.*``), and goes to the user's destination: their own ``traces``,
+else their first group's that names one, else ``[traces]``'s own endpoint. Prompt and
+completion text go only to destinations with ``include_bodies`` (which needs
+``audit.log_bodies``), redacted as the audit log's bodies are.
+
+Ending a span only queues it (`llamakey.tracing`): export runs on the SDK's thread, so a
+collector that is slow or down costs no request anything but a warning a minute. The
+pipelines are built when the proxy starts and again only when a reload changes `[traces]`;
+the old ones are closed in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+from mitmproxy import http
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
+
+from llamakey.config import TraceSettings
+from llamakey.flowstate import FlowState
+from llamakey.state import GatewayState
+from llamakey.steps.audit import FlowTimes, flow_times, redacted_bodies
+from llamakey.steps.guard import fail_closed
+from llamakey.tracing import Destinations, MakeExporter, otlp_http
+from llamakey.usage import ApiFlavor
+
+# gen_ai.operation.name of each API flavor (OTHER: a listing, a file... has none).
+OPERATIONS: Mapping[ApiFlavor, str] = {
+    ApiFlavor.OPENAI_CHAT: "chat",
+    ApiFlavor.OPENAI_RESPONSES: "chat",
+    ApiFlavor.ANTHROPIC_MESSAGES: "chat",
+    ApiFlavor.COHERE_V1: "chat",
+    ApiFlavor.COHERE_V2: "chat",
+    ApiFlavor.GEMINI: "generate_content",
+    ApiFlavor.OPENAI_EMBEDDINGS: "embeddings",
+    ApiFlavor.OPENAI_COMPLETIONS: "text_completion",
+}
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def span_attributes(
+    flow: http.HTTPFlow, state: FlowState, gateway: GatewayState, times: FlowTimes
+) -> dict[str, AttributeValue]:
+    """What the span of an ended flow says; a value that is not known is left out."""
+    provider = gateway.provider_entry(state)
+    request, response = flow.request, flow.response
+    usage = state.usage
+    values: dict[str, AttributeValue | None] = {
+        "gen_ai.system": provider.genai_name,
+        "gen_ai.provider.name": provider.genai_name,
+        "gen_ai.operation.name": OPERATIONS.get(state.flavor) if state.flavor else None,
+        "gen_ai.request.model": state.model,
+        "gen_ai.request.stream": state.stream,
+        "server.address": request.pretty_host,
+        "http.request.method": request.method,
+        "http.response.status_code": response.status_code if response else None,
+        "user.id": state.user,
+        "lmk.groups": list(state.groups) if state.user is not None else None,
+        "lmk.provider": state.provider,
+        "lmk.flow_id": flow.id,  # the audit row's id
+        "lmk.deployment": state.deployment,
+        "lmk.latency_ms": times.latency_ms,
+        "lmk.ttfb_ms": times.ttfb_ms,
+        "lmk.cost_usd": state.cost_usd,
+        "lmk.refused_by": state.refusal.value if state.refusal else None,
+        "lmk.client_disconnected": state.client_disconnected or None,
+    }
+    if state.stream and times.ttfb_ms is not None:
+        values["gen_ai.response.time_to_first_chunk"] = times.ttfb_ms / 1000
+    if usage is not None:
+        cached = (usage.cache_read_tokens or 0) + (usage.cache_write_tokens or 0)
+        values |= {
+            "gen_ai.response.model": usage.model,
+            # The conventions count cached input inside the input tokens (our audit row and
+            # `Usage` keep them apart).
+            "gen_ai.usage.input_tokens": (
+                usage.input_tokens + cached if usage.input_tokens is not None else None
+            ),
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+            "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
+            "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
+            "gen_ai.usage.reasoning.output_tokens": usage.reasoning_tokens,
+            "gen_ai.response.finish_reasons": [usage.finish_reason]
+            if usage.finish_reason
+            else None,
+            "lmk.provider_cost_usd": usage.provider_cost_usd,
+            "lmk.usage_estimated": state.usage_estimated or None,
+        }
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def span_name(flow: http.HTTPFlow, state: FlowState) -> str:
+    """``{operation} {model}`` as the conventions name GenAI spans; else the provider's call."""
+    operation = OPERATIONS.get(state.flavor) if state.flavor else None
+    if operation is None:
+        return f"{flow.request.method} {state.provider}"
+    return f"{operation} {state.model}" if state.model else operation
+
+
+def span_status(
+    flow: http.HTTPFlow, state: FlowState, gateway: GatewayState
+) -> tuple[Status, str | None]:
+    """The span's status and ``error.type``: a refusal, an upstream error status, a flow
+    broken off; else unset (the conventions leave successful client spans unset)."""
+    if state.refusal is not None:
+        return Status(StatusCode.ERROR, f"refused: {state.refusal.value}"), state.refusal.value
+    if flow.error is not None:
+        return Status(StatusCode.ERROR, gateway.scrubber.text(flow.error.msg)[:200]), "flow_error"
+    if flow.response is not None and flow.response.status_code >= 400:
+        code = str(flow.response.status_code)
+        return Status(StatusCode.ERROR, f"HTTP {code}"), code
+    return Status(StatusCode.UNSET), None
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+class Trace:
+    """Owns the span pipelines of `[traces]` and records a span for each ended provider flow.
+
+    `make_exporter` makes each destination's exporter (OTLP/HTTP in production; a test may
+    pass an in-memory one)."""
+
+    def __init__(self, state: GatewayState, make_exporter: MakeExporter = otlp_http) -> None:
+        self.state = state
+        self._make = make_exporter
+        self.destinations: Destinations | None = None
+        self._built_from: TraceSettings | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def current(self) -> Destinations | None:
+        """The pipelines of the configured `[traces]`, rebuilt if a reload changed it."""
+        settings = self.state.settings
+        wanted = settings.traces if settings is not None else None
+        if wanted is self._built_from:
+            return self.destinations  # the common case: no reload since
+        old = self.destinations
+        if old is not None and old.settings == wanted:
+            self._built_from = wanted  # reloaded, `[traces]` unchanged: keep the exporters
+            return old
+        self.destinations = Destinations(wanted, self._make) if wanted is not None else None
+        self._built_from = wanted
+        if old is not None:
+            self._close_later(old)
+        return self.destinations
+
+    def _close_later(self, old: Destinations) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (start-up, a test): close at once
+            old.close()
+            return
+        task = loop.create_task(asyncio.to_thread(old.close))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def running(self) -> None:
+        self.current()  # build the exporters now, not on the first answer
+
+    async def done(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        if self.destinations is not None:
+            destinations, self.destinations = self.destinations, None
+            await asyncio.to_thread(destinations.close)
+
+    def record(self, flow: http.HTTPFlow) -> None:
+        """Queue the span of `flow`, an ended provider flow, for its user's destination."""
+        state = self.state.flows.get(flow)
+        if state is None or state.provider is None:
+            return
+        destinations = self.current()
+        settings = self.state.settings
+        if destinations is None or settings is None:
+            return
+        route = settings.trace_choices.destination(state.user, state.groups)
+        pipeline = destinations.pipelines.get(route) if route else None
+        if pipeline is None:
+            return
+        times = flow_times(flow, state, time.time())
+        attributes = span_attributes(flow, state, self.state, times)
+        status, error_type = span_status(flow, state, self.state)
+        if error_type is not None:
+            attributes["error.type"] = error_type
+        if pipeline.destination.include_bodies:
+            prompt, completion = redacted_bodies(flow, state, self.state)
+            if prompt is not None:
+                attributes["gen_ai.prompt"] = prompt
+            if completion is not None:
+                attributes["gen_ai.completion"] = completion
+        span = pipeline.tracer.start_span(
+            span_name(flow, state),
+            context=_parent(flow),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=_ns(flow.request.timestamp_start),
+        )
+        span.set_status(status)
+        span.end(end_time=_ns(times.end))
+
+    @fail_closed
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.record(flow)
+
+    @fail_closed
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.record(flow)
+
+
+def _parent(flow: http.HTTPFlow) -> Context | None:
+    """The client's trace (a W3C ``traceparent`` header), so that our span joins it."""
+    traceparent = flow.request.headers.get("traceparent")
+    if traceparent is None:
+        return None
+    return _PROPAGATOR.extract({"traceparent": traceparent})
