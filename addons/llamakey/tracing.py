@@ -18,7 +18,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import requests
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -41,23 +43,49 @@ _SDK_LOGGERS = (
     "opentelemetry.sdk._shared_internal",
     "opentelemetry.sdk.trace.export",
 )
-_last_problem = threading.local()  # what the SDK last said on this thread (an export's)
+_last_problem = threading.local()  # what the SDK first said during this thread's export
 
 
 class _HoldBack(logging.Filter):
-    """Keeps the SDK's warnings and errors out of the proxy's log, remembering the last one
-    said on the exporting thread so that our own warning can name it."""
+    """Keeps the SDK's warnings and errors out of the proxy's log, remembering the first one
+    said during an export on the exporting thread so that our own warning can name it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        _last_problem.text = record.getMessage()
+        # The first word of an export is the telling one (a connection refused, a status);
+        # what follows is about retries.
+        if getattr(_last_problem, "text", None) is None:
+            _last_problem.text = record.getMessage()
         return False
 
 
 _hold_back = _HoldBack()
 for _name in _SDK_LOGGERS:
     logging.getLogger(_name).addFilter(_hold_back)
+
+
+class _NotingSession(requests.Session):
+    """The exporter's HTTP session, noting why a request failed (the SDK's own message after
+    a connection error says only that the export timed out)."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        try:
+            response = super().request(*args, **kwargs)
+        except requests.RequestException as error:
+            _last_problem.cause = _root_cause(error)
+            raise
+        if response.status_code >= 400:
+            _last_problem.cause = f"the collector answered HTTP {response.status_code}"
+        return response
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost exception of a chain (``[Errno 111] Connection refused``), not the
+    wrappers' long texts."""
+    while (inner := error.__cause__ or error.__context__) is not None:
+        error = inner
+    return str(error)[:300] or type(error).__name__
 
 
 class ReportingExporter(SpanExporter):
@@ -81,7 +109,7 @@ class ReportingExporter(SpanExporter):
         self._closed = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        _last_problem.text = None
+        _last_problem.text = _last_problem.cause = None
         try:
             result = self.inner.export(spans)
         except Exception as error:  # the exporter's own bug must not end the worker thread
@@ -106,7 +134,7 @@ class ReportingExporter(SpanExporter):
                 self._failed,
                 self.destination.where,
                 self.destination.endpoint,
-                getattr(_last_problem, "text", None) or "the export failed",
+                _last_problem.cause or _last_problem.text or "the export failed",
                 self._interval,
             )
             self._warned_at, self._failed = now, 0
@@ -127,7 +155,10 @@ type MakeExporter = Callable[[TraceDestination, float], SpanExporter]
 def otlp_http(destination: TraceDestination, timeout: float) -> SpanExporter:
     """The production exporter: OTLP protobuf over HTTP to the destination's endpoint."""
     return OTLPSpanExporter(
-        endpoint=destination.endpoint, headers=dict(destination.headers), timeout=timeout
+        endpoint=destination.endpoint,
+        headers=dict(destination.headers),
+        timeout=timeout,
+        session=_NotingSession(),
     )
 
 
