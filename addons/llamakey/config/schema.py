@@ -359,9 +359,12 @@ def _format_errors(
         if is_key:
             loc = loc[:-1]
         path = ".".join(str(p) for p in loc)
-        # Under [providers], a bare string or a misspelt field may hold a key.
-        secret = any(str(p) in _SECRET_FIELDS for p in loc) or (
-            loc[:1] == ("providers",) and (len(loc) <= 2 or item["type"] == "extra_forbidden")
+        # Under [providers], a bare string or a misspelt field may hold a key; under
+        # [traces], a misspelt field may hold a collector's credentials.
+        secret = (
+            any(str(p) in _SECRET_FIELDS for p in loc)
+            or (loc[:1] == ("providers",) and (len(loc) <= 2 or item["type"] == "extra_forbidden"))
+            or (loc[:1] == ("traces",) and item["type"] == "extra_forbidden")
         )
         whole_table = item["type"] == "extra_forbidden" and isinstance(item.get("input"), dict)
         quiet = secret or whole_table or item["type"] == "missing"
