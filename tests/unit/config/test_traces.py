@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llamakey import config
+from llamakey import advice, config
 from tests.unit.builders import config_data
 from tests.unit.config.helpers import config_error
 
@@ -98,3 +98,19 @@ def test_off_by_default_and_off_means_no_destinations() -> None:
     settings = config.resolve(config.parse(data), None)
     assert settings.traces is None
     assert settings.trace_choices.destination("alice", ("research",)) == "default"
+
+
+def test_a_literal_credential_header_is_warned_of_by_path_never_by_value() -> None:
+    data = traced(
+        headers={"Authorization": f"Basic {SECRET}", "x-scope": "literal is fine here"},
+        destinations={
+            "team": {"endpoint": "http://x/v1/traces", "headers": {"x-api-key": "${LMK_UT_K}"}}
+        },
+    )
+    warnings = advice.literal_keys(config.resolve(config.parse(data), None))
+    assert warnings == [
+        "traces.headers.Authorization in the configuration is a literal credential, not a "
+        "${VAR} reference: whoever can read the file has it. Put it in the proxy's environment "
+        'and write Authorization = "…${VAR}"'
+    ]
+    assert SECRET not in "".join(warnings)
