@@ -45,8 +45,8 @@ def literal_keys(settings: Settings) -> list[str]:
         for header, value in values.items():
             if _CREDENTIAL_HEADER.search(header) and value.strip() and not _ENV_REF.search(value):
                 warnings.append(
-                    f"{section}.headers.{header} in {where} is a literal credential, not a ${{VAR}} "
-                    "reference: whoever can read the file has it. Put it in the proxy's "
+                    f"{section}.headers.{header} in {where} is a literal credential, not a "
+                    "${VAR} reference: whoever can read the file has it. Put it in the proxy's "
                     f'environment and write {header} = "…${{VAR}}"'
                 )
     return warnings

@@ -16,7 +16,9 @@ the old ones are closed in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import traceback
 from collections.abc import Mapping
 
 from mitmproxy import http
@@ -45,6 +47,7 @@ OPERATIONS: Mapping[ApiFlavor, str] = {
     ApiFlavor.OPENAI_COMPLETIONS: "text_completion",
 }
 _PROPAGATOR = TraceContextTextMapPropagator()
+log = logging.getLogger(__name__)
 
 
 def span_attributes(
@@ -61,11 +64,11 @@ def span_attributes(
         "gen_ai.request.model": state.model,
         "gen_ai.request.stream": state.stream,
         "server.address": request.pretty_host,
-        "http.request.method": request.method,
         "http.response.status_code": response.status_code if response else None,
         "user.id": state.user,
         "lmk.groups": list(state.groups) if state.user is not None else None,
-        "lmk.provider": state.provider,
+        # Our catalogue's name, where the conventions call the provider otherwise.
+        "lmk.provider": state.provider if state.provider != provider.genai_name else None,
         "lmk.flow_id": flow.id,  # the audit row's id
         "lmk.deployment": state.deployment,
         "lmk.latency_ms": times.latency_ms,
@@ -208,13 +211,28 @@ class Trace:
         span.set_status(status)
         span.end(end_time=_ns(times.end))
 
+    def _record_soon(self, flow: http.HTTPFlow) -> None:
+        # In the loop's next round, once mitmproxy has sent the answer on its way: building
+        # the span (tens of microseconds of the SDK's attribute checks) is added to no request.
+        asyncio.get_running_loop().call_soon(self._record_logged, flow)
+
+    def _record_logged(self, flow: http.HTTPFlow) -> None:
+        try:
+            self.record(flow)
+        except Exception:  # a span is never worth a request: say it, and carry on
+            log.error(
+                "Traces: no span for %s:\n%s",
+                flow.request.pretty_url,
+                self.state.scrubber.text(traceback.format_exc()),
+            )
+
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
-        self.record(flow)
+        self._record_soon(flow)
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
-        self.record(flow)
+        self._record_soon(flow)
 
 
 def _parent(flow: http.HTTPFlow) -> Context | None:
