@@ -7,7 +7,8 @@ else their first group's that names one, else ``[traces]``'s own endpoint. Promp
 completion text go only to destinations with ``include_bodies`` (which needs
 ``audit.log_bodies``), redacted as the audit log's bodies are.
 
-Ending a span only queues it (`llamakey.tracing`): export runs on the SDK's thread, so a
+The span is built in the event loop's next round, once mitmproxy has sent the answer on its
+way, and ending it only queues it (`llamakey.tracing`): export runs on the SDK's thread, so a
 collector that is slow or down costs no request anything but a warning a minute. The
 pipelines are built when the proxy starts and again only when a reload changes `[traces]`;
 the old ones are closed in a worker thread.
