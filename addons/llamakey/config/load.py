@@ -47,6 +47,8 @@ class User:
     groups: tuple[str, ...]
     disabled: bool
     expires: datetime | None
+    traces: str | None = None
+    """Their own trace destination (README "Traces"); kept here so a reload reports its change."""
 
     def refusal(self, now: datetime) -> str | None:
         """Why this user may not use the proxy now, or None."""
@@ -484,6 +486,7 @@ def resolve_users(
             groups=tuple(user.groups),
             disabled=user.disabled,
             expires=_as_utc(user.expires),
+            traces=user.traces,
         )
     return users
 

@@ -3,9 +3,11 @@ consent, and neither headers nor endpoints are ever echoed in an error."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from llamakey import advice, config
+from llamakey.steps.configload import describe_changes
 from tests.unit.builders import config_data
 from tests.unit.config.helpers import config_error
 
@@ -114,3 +116,17 @@ def test_a_literal_credential_header_is_warned_of_by_path_never_by_value() -> No
         'and write Authorization = "…${VAR}"'
     ]
     assert SECRET not in "".join(warnings)
+
+
+def test_a_reload_names_what_changed_in_traces_never_a_value() -> None:
+    before = traced(destinations={"team": {"endpoint": f"https://otel.example/{SECRET}"}})
+    after = copy.deepcopy(before)
+    after["traces"]["destinations"]["team"]["endpoint"] = "https://otel.example/v1/traces"
+    after["users"]["alice"]["traces"] = "team"
+    after["traces"]["service_name"] = "gateway-eu"
+    line = describe_changes(
+        config.resolve(config.parse(before), None), config.resolve(config.parse(after), None)
+    )
+    assert line == (
+        "users changed: alice; other settings changed: traces.destinations, traces.service_name"
+    )
