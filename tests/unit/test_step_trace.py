@@ -339,3 +339,16 @@ def test_closing_a_destination_that_does_not_answer_takes_the_grace_time_only() 
     destinations.close(grace=0.3)
     assert time.monotonic() - start < 2.5
     assert hanging.stop.is_set()
+
+
+async def test_a_long_body_is_cut_with_a_note_of_its_length(exporters: Exporters) -> None:
+    state = GatewayState()
+    state.install(config.resolve(config.parse(traced_config(max_body_kb=1)), None))
+    trace = Trace(state, exporters)
+    content = b'{"model": "gpt-4o-mini", "input": "' + b"x" * 5000 + b'"}'
+    with mitm_context(trace):
+        await ended(trace, answered(state, body=content))
+        [span] = spans(trace, exporters, "team")
+        await trace.done()
+    prompt = str((span.attributes or {})["gen_ai.prompt"])
+    assert prompt == content.decode()[:1024] + f"… [cut: {len(content)} characters in all]"

@@ -111,6 +111,8 @@ class TraceSettings:
     service_name: str
     timeout_seconds: float
     destinations: Mapping[str, TraceDestination]
+    max_body_chars: int = 32 * 1024
+    """Where a body in a span is cut (`traces.max_body_kb`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +335,10 @@ def _traces(
             table.headers,
             table.include_bodies,
         )
-    return TraceSettings(table.service_name, table.timeout_seconds, destinations), choices
+    traces = TraceSettings(
+        table.service_name, table.timeout_seconds, destinations, table.max_body_kb * 1024
+    )
+    return traces, choices
 
 
 def _trace_destination(

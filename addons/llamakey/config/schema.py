@@ -266,6 +266,9 @@ class TracesTable(_Strict):
     service_name: Annotated[str, Field(min_length=1)] = "llamakey"
     include_bodies: bool = False
     """Prompt and completion text in the spans; needs ``audit.log_bodies = true``."""
+    max_body_kb: Annotated[int, Field(gt=0, le=1024)] = 32
+    """Each body in a span is cut after this many KiB of text: spans wait in a queue of 2048
+    while a collector is down, and a batch of 512 must stay under the exporter's 64 MiB."""
     timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
     """How long one export may take, retries included (on the exporter's thread)."""
     destinations: dict[TraceDestinationName, TraceDestinationTable] = {}

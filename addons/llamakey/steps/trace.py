@@ -125,6 +125,13 @@ def span_status(
     return Status(StatusCode.UNSET), None
 
 
+def cut(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters and a note saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [cut: {len(text)} characters in all]"
+
+
 def _ns(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
 
@@ -197,11 +204,12 @@ class Trace:
         if error_type is not None:
             attributes["error.type"] = error_type
         if pipeline.destination.include_bodies:
+            limit = destinations.settings.max_body_chars
             prompt, completion = redacted_bodies(flow, state, self.state)
             if prompt is not None:
-                attributes["gen_ai.prompt"] = prompt
+                attributes["gen_ai.prompt"] = cut(prompt, limit)
             if completion is not None:
-                attributes["gen_ai.completion"] = completion
+                attributes["gen_ai.completion"] = cut(completion, limit)
         span = pipeline.tracer.start_span(
             span_name(flow, state),
             context=_parent(flow),
