@@ -217,14 +217,14 @@ def test_a_collector_that_is_down_costs_a_warning_not_a_request(
     finally:
         traced.stop()
         plain.stop()
-    # Every request answered (asserted in _latencies), none held up by the export: the
-    # medians are reported, not compared with a threshold (the machine is shared).
+    # Every request was answered 200 (asserted in _latencies; a hang fails on the client's
+    # 30 s timeout); the latencies are reported, not compared with a threshold (the machine
+    # is shared).
     print(
         f"\nlatency ms, collector down: median {statistics.median(with_traces):.2f}, "
         f"max {max(with_traces):.2f}; no traces: median {statistics.median(without):.2f}, "
         f"max {max(without):.2f} ({len(with_traces)} requests each)"
     )
-    assert max(with_traces) < 5000  # no request waited for an export (timeout 1 s, retries)
     assert log.count(warned) == 1  # one warning per destination per minute, not one per batch
     # The SDK's own records (a line for each retry and each failed batch) are held back.
     sdk_lines = [line for line in log.splitlines() if "export" in line and "Traces:" not in line]
