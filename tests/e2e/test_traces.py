@@ -229,3 +229,31 @@ def test_a_collector_that_is_down_costs_a_warning_not_a_request(
     # The SDK's own records (a line for each retry and each failed batch) are held back.
     sdk_lines = [line for line in log.splitlines() if "export" in line and "Traces:" not in line]
     assert sdk_lines == []
+
+
+def test_a_reload_moves_a_groups_spans_to_another_destination_without_a_restart(
+    tmp_path: Path,
+    mock: MockUpstream,
+    receivers: tuple[OtlpReceiver, OtlpReceiver],
+    quick_export: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    research, default = receivers
+    monkeypatch.setenv("LMK_TEST_TRACE_AUTH", TRACE_TOKEN)
+    gw = traced_gateway(tmp_path, mock, research.endpoint, default.endpoint)
+    gw.start()
+    try:
+        env = gw.client_env("alice")
+        assert run_client(OPENAI_CALL, env).returncode == 0
+        wait_until(lambda: len(research.received()) == 1, "alice's span at research's", 15)
+        text = gw.config.read_text(encoding="utf-8")
+        assert '[groups.research]\ntraces = "research"\n' in text
+        gw.config.write_text(text.replace('traces = "research"\n', "", 1), encoding="utf-8")
+        wait_until(lambda: "Configuration reloaded" in gw.log.read_text(), "the reload")
+        assert "other settings changed: groups.research" in gw.log.read_text()
+        assert run_client(OPENAI_CALL, env).returncode == 0
+        wait_until(lambda: len(default.received()) == 1, "alice's next span at the default", 15)
+    finally:
+        gw.stop()
+    assert len(research.received()) == 1  # nothing more went to her group's old destination
+    assert default.received()[0].attributes["user.id"] == "alice"
