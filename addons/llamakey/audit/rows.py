@@ -108,6 +108,8 @@ class RequestEnd:
     client_disconnected: bool | None = None
     # True when the tokens were estimated, not reported by the provider (column added by m002).
     usage_estimated: bool | None = None
+    # The rule that cut a streamed answer off while it flowed (column added by m004).
+    cut_by: str | None = None
     completed_ts: datetime = field(default_factory=_now)
 
     def __post_init__(self) -> None:

@@ -102,6 +102,7 @@ _REQUESTS_V1: Final[Mapping[str, str]] = {
 REQUEST_COLUMNS: Final[Mapping[str, str]] = {
     **_REQUESTS_V1,
     "usage_estimated": "INTEGER",  # m002
+    "cut_by": "TEXT",  # m004
 }
 
 #: The ``audit_meta`` key of the database's identity (m003).
@@ -176,6 +177,13 @@ def m003_database_id(db: Database) -> None:
         "INSERT OR IGNORE INTO audit_meta (key, value) VALUES (?, ?)",
         [DATABASE_ID_KEY, secrets.token_hex(16)],
     )
+
+
+@_migration
+def m004_stream_cut(db: Database) -> None:
+    """``requests.cut_by``: the rule that cut a streamed answer off while it flowed
+    (``budget_exceeded``), NULL for every other row (and every row before this migration)."""
+    db.table("requests").add_column("cut_by", "TEXT")
 
 
 # Later migrations go here, each a new function decorated with @_migration.

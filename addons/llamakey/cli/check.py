@@ -34,7 +34,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     print(f"audit: {settings.audit_path if settings.file.audit.enabled else 'off'}")
     print(f"traces: {_traces(settings)}")
-    for warning in advice.literal_keys(settings):
+    for warning in advice.warnings(settings):
         print(f"warning: {warning}")
     return _check_ca(settings)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from llamakey.config.schema import (
     DEFAULT_CONFIG_NAME,
+    AlertsTable,
     ConfigError,
     ConfigFile,
     PolicyTable,
@@ -137,6 +138,18 @@ class TraceChoices:
 
 
 @dataclass(frozen=True, slots=True)
+class Webhook:
+    """``[alerts]`` resolved: where soft-limit alerts are POSTed, ``${VAR}`` references
+    expanded. Every field but the timeouts may hold a secret: never logged."""
+
+    url: str
+    headers: Mapping[str, str]
+    secret: bytes | None
+    timeout_seconds: float
+    retries: int
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the addons need, resolved once per (re)load."""
 
@@ -157,6 +170,8 @@ class Settings:
     """The span exporters' destinations; None when `[traces]` is off."""
     trace_choices: TraceChoices = field(default_factory=lambda: TraceChoices({}, {}, None))
     """Who sends spans where (`TraceChoices.destination`)."""
+    webhook: Webhook | None = None
+    """Where soft-limit alerts go (``[alerts]``), if anywhere."""
 
     @property
     def real_keys(self) -> list[str]:
@@ -258,6 +273,7 @@ def resolve(
     return Settings(
         traces=traces,
         trace_choices=choices,
+        webhook=_webhook(file.alerts),
         policies=_policies(file, users_file),
         path=path,
         file=file,
@@ -355,6 +371,30 @@ def _trace_destination(
     return TraceDestination(name, where, endpoint, tuple(expanded), include_bodies, missing_text)
 
 
+def _webhook(alerts: AlertsTable) -> Webhook | None:
+    """``[alerts]`` with its ``${VAR}`` references expanded; an unset one is an error naming
+    its TOML path (an alert that silently goes nowhere is what a soft limit must not do)."""
+    if alerts.webhook_url is None:
+        return None
+
+    def expanded(value: str, where: str) -> str:
+        result, missing = _expand(value)
+        if result is None:
+            raise ConfigError(
+                f"{where} refers to {', '.join(missing)}, which is not set in the proxy's "
+                "environment"
+            )
+        return result
+
+    return Webhook(
+        url=expanded(alerts.webhook_url, "alerts.webhook_url"),
+        headers={k: expanded(v, f"alerts.headers.{k}") for k, v in alerts.headers.items()},
+        secret=expanded(alerts.secret, "alerts.secret").encode() if alerts.secret else None,
+        timeout_seconds=alerts.timeout_seconds,
+        retries=alerts.retries,
+    )
+
+
 def _lists(table: PolicyTable) -> tuple[policy.ListsByProvider, policy.ListsByProvider]:
     return table.endpoints, table.models
 
@@ -402,6 +442,7 @@ def _limit_specs(table: PolicyTable, where: str) -> list[limits.LimitSpec]:
             model=entry.model,
             reserve_output=entry.reserve_output,
             source=f"{where}.rate_limits.{position}",
+            warn_at=entry.warn_at,
         )
         for position, entry in enumerate(table.rate_limits)
     ]
@@ -417,6 +458,7 @@ def _budget_specs(table: PolicyTable, where: str) -> list[budgets.BudgetSpec]:
             model=entry.model,
             reserve_output=entry.reserve_output,
             source=f"{where}.budgets.{position}",
+            warn_at=entry.warn_at,
         )
         for position, entry in enumerate(table.budgets)
     ]

@@ -82,7 +82,9 @@ def request_line(flow: http.HTTPFlow, state: FlowState) -> str:
     else:
         line += _usage_part(state)
     line += f" {max(latency, 0):.0f} ms"
-    if state.client_disconnected:
+    if state.cut is not None:
+        line += " cut_by=budget_exceeded"
+    elif state.client_disconnected:
         line += " client disconnected"
     elif flow.error is not None:
         line += f" error: {_phrase(flow.error.msg)}"
@@ -113,6 +115,8 @@ def note(flow: http.HTTPFlow, state: FlowState) -> None:
     elif _streamed(flow):
         size = human.pretty_size(state.response_bytes)
         streamed = f"answer streamed to the client as it came ({size}); its body was not kept"
+        if state.cut is not None:
+            streamed += "; cut off by a budget (cut_by=budget_exceeded)"
         flow.comment = f"{flow.comment} | {streamed}" if flow.comment else streamed
 
 
