@@ -192,7 +192,7 @@ async def test_bodies_go_only_where_allowed_redacted_as_the_audit_log_keeps_them
     assert "gen_ai.prompt" not in (default.attributes or {})  # no include_bodies there
 
 
-async def test_a_refusal_or_an_upstream_error_is_an_error_span(
+async def test_a_refusal_an_upstream_error_or_a_budget_cut_is_an_error_span(
     traced: tuple[GatewayState, Trace], exporters: Exporters
 ) -> None:
     state, trace = traced
@@ -203,15 +203,21 @@ async def test_a_refusal_or_an_upstream_error_is_an_error_span(
     failed = answered(state, "alice")
     assert failed.response is not None
     failed.response.status_code = 529
+    cut = answered(state, "alice")
+    state.flows(cut).cut = "alice: $5.00 per day (defaults.budgets.0) is spent"
     await ended(trace, refused)
     await ended(trace, failed, "error")
-    first, second = spans(trace, exporters, "team")
+    await ended(trace, cut, "error")
+    first, second, third = spans(trace, exporters, "team")
     assert first.status.status_code is StatusCode.ERROR
     assert (first.attributes or {})["error.type"] == "model_not_allowed"
     assert (first.attributes or {})["lmk.refused_by"] == "model_not_allowed"
     assert "gen_ai.usage.input_tokens" not in (first.attributes or {})
     assert second.status.status_code is StatusCode.ERROR
     assert (second.attributes or {})["error.type"] == "529"
+    assert third.status.status_code is StatusCode.ERROR
+    assert third.status.description == "alice: $5.00 per day (defaults.budgets.0) is spent"
+    assert (third.attributes or {})["error.type"] == "budget_exceeded"
 
 
 async def test_a_client_traceparent_makes_the_span_its_child(

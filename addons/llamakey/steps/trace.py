@@ -30,6 +30,7 @@ from opentelemetry.util.types import AttributeValue
 
 from llamakey.config import TraceSettings
 from llamakey.flowstate import FlowState
+from llamakey.refusals import Refusal
 from llamakey.state import GatewayState
 from llamakey.steps.audit import FlowTimes, flow_times, redacted_bodies
 from llamakey.steps.guard import fail_closed
@@ -113,10 +114,13 @@ def span_name(flow: http.HTTPFlow, state: FlowState) -> str:
 def span_status(
     flow: http.HTTPFlow, state: FlowState, gateway: GatewayState
 ) -> tuple[Status, str | None]:
-    """The span's status and ``error.type``: a refusal, an upstream error status, a flow
-    broken off; else unset (the conventions leave successful client spans unset)."""
+    """The span's status and ``error.type``: a refusal, a stream cut off by a budget, a flow
+    broken off, an upstream error status; else unset (the conventions leave successful client
+    spans unset)."""
     if state.refusal is not None:
         return Status(StatusCode.ERROR, f"refused: {state.refusal.value}"), state.refusal.value
+    if state.cut is not None:  # a stream a budget ended: the audit row's cut_by
+        return Status(StatusCode.ERROR, state.cut[:200]), Refusal.BUDGET_EXCEEDED.value
     if flow.error is not None:
         return Status(StatusCode.ERROR, gateway.scrubber.text(flow.error.msg)[:200]), "flow_error"
     if flow.response is not None and flow.response.status_code >= 400:
