@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from mitmproxy import http
 
-from llamakey.providers import Carrier, ErrorShape
+from llamakey.providers import Carrier, ErrorShape, Provider
 from llamakey.refusals import Refusal, refusal_response
 from llamakey.usage import ApiFlavor, Usage
 
@@ -29,6 +29,7 @@ USER = "lmk.user"
 GROUPS = "lmk.groups"
 REFUSED = "lmk.refused"
 COST = "lmk.cost_usd"
+DEPLOYMENT = "lmk.deployment"
 
 
 @dataclass(slots=True)
@@ -63,6 +64,10 @@ class FlowState:
     cost_usd: float | None = None
     # routing (README "Model catalogue and routing")
     deployment: str | None = None  # the catalogue deployment that served, by its name
+    routed: bool = False  # sent to the catalogue's deployments (through the relay), not as asked
+    upstream_model: str | None = None  # the model name the serving deployment knows
+    route_pricing: Provider | None = None  # the catalogue entry that prices the serving deployment
+    attempts: list[dict[str, object]] = field(default_factory=list)  # each deployment tried
 
     def refuse(
         self, flow: http.HTTPFlow, shape: ErrorShape, refusal: Refusal, message: str
@@ -122,3 +127,5 @@ def mirror(flow: http.HTTPFlow, state: FlowState) -> None:
         metadata[REFUSED] = state.refusal.value
     if state.cost_usd is not None:
         metadata[COST] = state.cost_usd
+    if state.deployment is not None:
+        metadata[DEPLOYMENT] = state.deployment

@@ -44,6 +44,8 @@ class Refusal(StrEnum):
     STORE_UNAVAILABLE = "rules_store_unavailable"
     BUDGET_EXCEEDED = "budget_exceeded"
     BUDGET_UNPRICED = "budget_unpriced_model"
+    # routing (steps/route.py)
+    NO_DEPLOYMENT = "no_deployment"
 
 
 # status, OpenAI type, Anthropic type, Google status
@@ -83,6 +85,7 @@ STATUS: dict[Refusal, int] = {
     Refusal.BUDGET_EXCEEDED: 429,
     Refusal.BUDGET_UNPRICED: 403,
     Refusal.STORE_UNAVAILABLE: 503,
+    Refusal.NO_DEPLOYMENT: 400,
 }
 
 RETRY_WORTH_SECONDS = 60.0

@@ -102,6 +102,8 @@ _REQUESTS_V1: Final[Mapping[str, str]] = {
 REQUEST_COLUMNS: Final[Mapping[str, str]] = {
     **_REQUESTS_V1,
     "usage_estimated": "INTEGER",  # m002
+    "deployment": "TEXT",  # m004_routing
+    "attempts": "TEXT",  # m004_routing
 }
 
 #: The ``audit_meta`` key of the database's identity (m003).
@@ -176,6 +178,15 @@ def m003_database_id(db: Database) -> None:
         "INSERT OR IGNORE INTO audit_meta (key, value) VALUES (?, ?)",
         [DATABASE_ID_KEY, secrets.token_hex(16)],
     )
+
+
+@_migration
+def m004_routing(db: Database) -> None:
+    """``requests.deployment``: the catalogue deployment that served a routed request, and
+    ``requests.attempts``: a JSON list of every deployment tried, in order
+    (``[{"deployment", "status" | "error", "ms"}]``); NULL for a request not routed."""
+    db.table("requests").add_column("deployment", "TEXT")
+    db.table("requests").add_column("attempts", "TEXT")
 
 
 # Later migrations go here, each a new function decorated with @_migration.

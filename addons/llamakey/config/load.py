@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from llamakey.config import catalogue
 from llamakey.config.schema import (
     DEFAULT_CONFIG_NAME,
     ConfigError,
@@ -100,11 +101,14 @@ class Settings:
     """What the users file holds; `file.users` is what the config itself holds."""
     policies: Mapping[str, UserPolicy]
     """Each user's effective rules by name, compiled once per load (`rules.policy`)."""
+    models: catalogue.ModelCatalogue = field(default_factory=catalogue.ModelCatalogue)
+    """The model catalogue (`[models]`): where requests for its names are routed."""
 
     @property
     def real_keys(self) -> list[str]:
-        """Every real provider key: what the scrubber must never let out."""
-        return [k for p in self.providers.values() if p.keyring for k in p.keyring.keys]
+        """Every real provider and deployment key: what the scrubber must never let out."""
+        keys = [k for p in self.providers.values() if p.keyring for k in p.keyring.keys]
+        return keys + [k for d in self.models.deployments() for k in d.keys]
 
 
 def _expand(value: str) -> tuple[str | None, list[str]]:
@@ -113,6 +117,38 @@ def _expand(value: str) -> tuple[str | None, list[str]]:
     if missing:
         return None, missing
     return _ENV_REF.sub(lambda m: os.environ[m.group(1)], value), []
+
+
+def _resolve_keys(where: str, refs: list[str], path: Path | None) -> catalogue.Keys:
+    """The real keys that `refs` (``${VAR}`` references, at TOML path `where`) expand to, or
+    none and why, naming the setting to fix."""
+    keys, unset_vars, master_keys = [], [], []
+    for position, ref in enumerate(refs):
+        value, unset = _expand(ref)
+        if value and value.startswith((MASTER_PREFIX, HF_PREFIX + MASTER_PREFIX)):
+            # A client environment (`lmk env`) sourced in the proxy's shell sets
+            # OPENAI_API_KEY & co. to a master key: never send that upstream. The entry is
+            # named, never its value.
+            named = f" ({ref})" if _ENV_REF.fullmatch(ref) else ""
+            master_keys.append(f"{where}[{position}]{named}")
+        elif value:
+            keys.append(value)
+        unset_vars += unset
+    if keys:
+        reason = None
+    elif master_keys:
+        reason = (
+            f"{', '.join(master_keys)} holds a LlaMaKey master key, not a provider key "
+            "(was a client's llamakey_local.env sourced in the proxy's shell?)"
+        )
+    elif unset_vars:
+        reason = (
+            f"{where} refers to {', '.join(unset_vars)}, "
+            "which is not set in the proxy's environment"
+        )
+    else:
+        reason = f"{where} is not set in {path or DEFAULT_CONFIG_NAME}"
+    return tuple(keys), reason
 
 
 def resolve(
@@ -139,40 +175,15 @@ def resolve(
         if table.disabled:
             continue
         provider = _merge_provider(name, builtin, table)
-        keys, unset_vars, master_keys = [], [], []
-        for position, ref in enumerate(table.keys):
-            value, unset = _expand(ref)
-            if value and value.startswith((MASTER_PREFIX, HF_PREFIX + MASTER_PREFIX)):
-                # A client environment (`lmk env`) sourced in the proxy's shell sets
-                # OPENAI_API_KEY & co. to a master key: never send that upstream. The entry is
-                # named, never its value.
-                named = f" ({ref})" if _ENV_REF.fullmatch(ref) else ""
-                master_keys.append(f"providers.{name}.keys[{position}]{named}")
-            elif value:
-                keys.append(value)
-            unset_vars += unset
-        if keys:
-            reason = None
-        elif master_keys:
-            reason = (
-                f"{', '.join(master_keys)} holds a LlaMaKey master key, not a provider key "
-                "(was a client's llamakey_local.env sourced in the proxy's shell?)"
-            )
-        elif unset_vars:
-            reason = (
-                f"providers.{name}.keys refers to {', '.join(unset_vars)}, "
-                "which is not set in the proxy's environment"
-            )
-        else:
-            reason = f"providers.{name}.keys is not set in {path or DEFAULT_CONFIG_NAME}"
+        keys, reason = _resolve_keys(f"providers.{name}.keys", table.keys, path)
         extra: dict[str, str] = {}
         for header, ref in table.extra_headers.items():
-            value, unset = _expand(ref)
+            value, _ = _expand(ref)
             if value:
                 extra[header.lower()] = value
         providers[name] = ResolvedProvider(
             provider=provider,
-            keyring=KeyRing(tuple(keys)) if keys else None,
+            keyring=KeyRing(keys) if keys else None,
             missing_key=reason,
             connect_to=split_host_port(table.connect_to) if table.connect_to else None,
             upstream_ca=(base / table.upstream_ca) if table.upstream_ca else None,
@@ -193,12 +204,21 @@ def resolve(
         config_source,
         str(users_source or users_path),
     )
+    index = ProviderIndex(p.provider for p in providers.values())
+    models = catalogue.resolve_models(
+        file.models,
+        index,
+        base,
+        lambda where, refs: _resolve_keys(where, refs, path),
+        {n: (p.keyring.keys if p.keyring else (), p.missing_key) for n, p in providers.items()},
+    )
     return Settings(
         policies=_policies(file, users_file),
+        models=models,
         path=path,
         file=file,
         providers=providers,
-        index=ProviderIndex(p.provider for p in providers.values()),
+        index=index,
         users_by_hash=users_by_hash,
         certs_dir=(base / file.proxy.certs_dir).resolve(),
         audit_path=(base / file.audit.path).resolve(),

@@ -136,16 +136,20 @@ class RateLimits:
 
     def worst_cost(self, state: FlowState, body: bytes, reserve_output: int) -> float | None:
         """The most a request may cost: its input estimate (body bytes / 4) and the output it
-        asks for at most (else `reserve_output`), at the model's price; None when unpriced."""
+        asks for at most (else `reserve_output`), at the model's price; None when unpriced.
+        A catalogued model is priced at its dearest deployment, since any may serve it."""
         if state.model is None:
             return 0.0  # no model (a listing, a file): nothing to price before; settled after
         total = estimate_tokens(body, reserve_output)
         given = (len(body) + 3) // 4
-        probe = Usage(input_tokens=given, output_tokens=total - given, model=state.model)
-        cost = cost_usd(
-            self.state.provider_entry(state), state.model, probe, overrides=self.overrides()
-        )
-        return float(cost) if cost is not None else None
+        worst = 0.0
+        for provider, model in self.state.price_targets(state):
+            probe = Usage(input_tokens=given, output_tokens=total - given, model=model)
+            cost = cost_usd(provider, model, probe, overrides=self.overrides())
+            if cost is None:
+                return None
+            worst = max(worst, float(cost))
+        return worst
 
     async def admit(
         self,

@@ -22,12 +22,16 @@ from llamakey.audit.schema import MIGRATION_NAMES, MIGRATIONS
 from tests.unit.audit.helpers import done, execute, full_row, query, row
 
 
-def test_the_migration_adds_the_column_last(writer: AuditWriter, db_path: Path) -> None:
+def test_the_migration_adds_the_column_after_the_first_schema(
+    writer: AuditWriter, db_path: Path
+) -> None:
     assert MIGRATION_NAMES[:2] == ("m001_create_tables", "m002_usage_estimated")
-    assert list(REQUEST_COLUMNS)[-1] == "usage_estimated"
+    first_added = list(REQUEST_COLUMNS).index("row_hash") + 1  # row_hash ends schema 1
+    assert list(REQUEST_COLUMNS)[first_added] == "usage_estimated"
     assert REQUEST_COLUMNS["usage_estimated"] == "INTEGER"
     info = query(db_path, "PRAGMA table_info(requests)")
-    assert (info[-1][1], info[-1][2], info[-1][4]) == ("usage_estimated", "INTEGER", None)
+    column = info[first_added]
+    assert (column[1], column[2], column[4]) == ("usage_estimated", "INTEGER", None)
 
 
 def test_the_field_is_a_bool_or_none() -> None:
