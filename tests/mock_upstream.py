@@ -1344,13 +1344,11 @@ class _Handler(BaseHTTPRequestHandler):
             body = _error_body(family, status, message, request_id)
             self._send_json(status, body, request_id, **extra)
             return
-        if family == "azure" and self.headers.get("x-mock-azure-strict") == "1":
-            if problem := _azure_problem(seen, path, split.query):
-                status, message = problem
-                self._send_json(
-                    status, _error_body(family, status, message, request_id), request_id
-                )
-                return
+        strict = family == "azure" and self.headers.get("x-mock-azure-strict") == "1"
+        if strict and (problem := _azure_problem(seen, path, split.query)):
+            status, message = problem
+            self._send_json(status, _error_body(family, status, message, request_id), request_id)
+            return
 
         if route is None:
             message = f"Unknown request URL: {self.command} {path}. (mock upstream)"
