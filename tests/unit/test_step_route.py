@@ -4,6 +4,7 @@ provider's host."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -112,3 +113,27 @@ def test_the_key_swap_sends_no_key_to_a_host_not_its_providers() -> None:
     KeySwap(state).request(f)
     assert state.flows(f).refusal is Refusal.MISDIRECTED
     assert REAL["openai"] not in str(f.request.headers)
+
+
+async def test_the_relay_serves_only_a_registered_route_and_only_once() -> None:
+    state = make_state(routed_config())
+    route = RouteToDeployment(state)
+    with mitm_context():
+        f = chat("fast")
+        authenticate(state, f)
+        cleared(state, f)
+        pending = route.request(f)
+        assert pending is not None
+        await pending
+        token = f.request.headers[ROUTE_HEADER]
+        route.response(f)  # the flow ended without reaching the relay: its token goes too
+        for presented in ("guessed-token", token):
+            reader, writer = await asyncio.open_connection("127.0.0.1", route.relay.port)
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: api.openai.com\r\n"
+                + f"{ROUTE_HEADER}: {presented}\r\ncontent-length: 2\r\n\r\n{{}}".encode()
+            )
+            status = await asyncio.wait_for(reader.readline(), 5)
+            assert status.startswith(b"HTTP/1.1 403 "), status
+            writer.close()
+        await route.done()

@@ -105,6 +105,13 @@ class Settings:
     """The model catalogue (`[models]`): where requests for its names are routed."""
 
     @property
+    def upstream_cas(self) -> tuple[Path, ...]:
+        """Every extra CA to trust upstream (`upstream_ca` of providers and deployments)."""
+        found = {p.upstream_ca for p in self.providers.values() if p.upstream_ca}
+        found |= {d.upstream_ca for d in self.models.deployments() if d.upstream_ca}
+        return tuple(sorted(found))
+
+    @property
     def real_keys(self) -> list[str]:
         """Every real provider and deployment key: what the scrubber must never let out."""
         keys = [k for p in self.providers.values() if p.keyring for k in p.keyring.keys]

@@ -18,6 +18,7 @@ import contextlib
 import ssl
 import weakref
 from collections.abc import Awaitable
+from pathlib import Path
 
 import certifi
 import httpx
@@ -52,8 +53,10 @@ class RouteToDeployment:
             http.HTTPFlow, tuple[str, Route, tuple[str, str, int]]
         ] = weakref.WeakKeyDictionary()
         self._rings: dict[str, KeyRing] = {}
+        self._rings_for: object = None  # the catalogue the key rings were made for
         self._upstream: httpx.AsyncClient | None = None
-        self._made_for: Settings | None = None  # the settings the client and key rings fit
+        self._trust: tuple[tuple[Path, ...], int] | None = None  # what the client was made for
+        self._retired: list[httpx.AsyncClient] = []
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
@@ -109,20 +112,23 @@ class RouteToDeployment:
         """The relay listening, and its client and key rings made for these settings."""
         async with self._starting:
             await self.relay.start()
-            if self._made_for is settings:
-                return
-            context = await asyncio.to_thread(_upstream_context, settings)
-            old, self._upstream = (
-                self._upstream,
-                upstream_client(context, settings.file.limits.idle_timeout_seconds),
-            )
-            self._rings = {d.name: KeyRing(d.keys) for d in settings.models.deployments() if d.keys}
-            self._made_for = settings
-            if old is not None:
-                await old.aclose()
+            if settings.models is not self._rings_for:
+                self._rings = {d.name: KeyRing(d.keys) for d in settings.models.deployments()}
+                self._rings_for = settings.models
+            trust = (settings.upstream_cas, settings.file.limits.idle_timeout_seconds)
+            if self._upstream is None or trust != self._trust:
+                context = await asyncio.to_thread(_upstream_context, trust[0])
+                if self._upstream is not None:
+                    # Streams in flight still read from it: closed at the end, not now.
+                    self._retired.append(self._upstream)
+                self._upstream = upstream_client(context, trust[1])
+                self._trust = trust
 
     def _key_for(self, deployment: Deployment) -> str:
-        return self._rings[deployment.name].next()
+        ring = self._rings.get(deployment.name)
+        if ring is None or ring.keys != deployment.keys:  # routed before a reload changed it
+            ring = KeyRing(deployment.keys)
+        return ring.next()
 
     def _client(self) -> httpx.AsyncClient:
         assert self._upstream is not None  # made by `_ready` before any route is registered
@@ -161,17 +167,17 @@ class RouteToDeployment:
 
     async def done(self) -> None:
         await self.relay.stop()
-        if self._upstream is not None:
+        clients = [*self._retired, *([self._upstream] if self._upstream else [])]
+        self._upstream, self._retired = None, []
+        for client in clients:
             with contextlib.suppress(Exception):
-                await self._upstream.aclose()
-            self._upstream = None
+                await client.aclose()
 
 
-def _upstream_context(settings: Settings) -> ssl.SSLContext:
-    """What the relay trusts upstream: certifi's roots plus every `upstream_ca` (the bundle the
-    config loader writes for mitmproxy), as mitmproxy itself does. Blocking: reads files."""
-    bundle = settings.certs_dir / "upstream-bundle.pem"
-    extras = any(p.upstream_ca for p in settings.providers.values()) or any(
-        d.upstream_ca for d in settings.models.deployments()
-    )
-    return ssl.create_default_context(cafile=str(bundle) if extras else certifi.where())
+def _upstream_context(extra_cas: tuple[Path, ...]) -> ssl.SSLContext:
+    """What the relay trusts upstream: certifi's roots plus `extra_cas`, as mitmproxy does
+    (`steps/configload.py` gives it the same). Blocking: reads files."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    for path in extra_cas:
+        context.load_verify_locations(cafile=str(path))
+    return context

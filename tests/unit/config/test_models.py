@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llamakey import config
+from llamakey import advice, config
 from llamakey.providers import Carrier
 from tests.unit.config.helpers import config_error
 
@@ -148,3 +148,11 @@ def test_a_key_in_the_table_is_never_echoed() -> None:
     message = config_error({"models": {"pool": {"deployments": [{**OPENAI, "keys": secret}]}}})
     assert "models.pool.deployments.0.keys" in message
     assert secret not in message
+
+
+def test_a_literal_deployment_key_is_warned_of_by_its_toml_path() -> None:
+    secret = "sk-proj-LITERAL0123456789abcdefghij"
+    settings = catalogue({"pool": {"deployments": [{**OPENAI, "keys": [secret]}]}})
+    (warning,) = advice.literal_keys(settings)
+    assert warning.startswith("models.pool.deployments.0.keys[0] in the configuration is a")
+    assert secret not in warning
