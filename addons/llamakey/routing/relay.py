@@ -119,7 +119,7 @@ class Relay:
 
     async def start(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=_MAX_HEAD)
             self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -137,40 +137,53 @@ class Relay:
         self._routes.pop(token, None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection from mitmproxy: requests one after the other (kept alive, as
+        mitmproxy keeps an upstream connection per client connection)."""
         try:
-            route = await self._read_request(reader)
-            if route is None:
-                await _write_error(writer, 403, "unknown route")
-                return
-            await self._relay(route, writer)
-        except Exception:
-            log.exception("LlaMaKey relay: failed serving a routed request")
+            while (request := await self._read_request(reader)) is not None:
+                route = self._routes.pop(request, None)
+                if route is None:
+                    await _write_error(writer, 403, "unknown route", close=True)
+                    return
+                if not await self._relay(route, writer):
+                    return  # the answer broke off: so does this connection
+        except Exception as error:  # never the proxy's end; the flow sees the break
+            # The type and text only: a traceback's locals may quote the request.
+            log.error("LlaMaKey relay: a routed request failed: %r", error)
             writer.transport.abort()
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> Route | None:
-        """The route named by the request's token (the request itself is the flow's)."""
+    async def _read_request(self, reader: asyncio.StreamReader) -> str | None:
+        """The token of the next request on the connection ("" when it has none; None at the
+        end). Its body is read and dropped: the relay sends the flow's own request."""
         try:
             head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             return None
-        if len(head) > _MAX_HEAD:
-            return None
-        token, length = None, 0
+        token, length, chunked = "", 0, False
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
-            name = name.strip().lower()
+            name, value = name.strip().lower(), value.strip()
             if name == ROUTE_HEADER.encode():
-                token = value.strip().decode("ascii", "replace")
-            elif name == b"content-length" and value.strip().isdigit():
-                length = int(value.strip())
-        if length:
+                token = value.decode("ascii", "replace")
+            elif name == b"content-length" and value.isdigit():
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if chunked:
+            while size := int((await reader.readline()).split(b";")[0].strip() or b"0", 16):
+                await reader.readexactly(size + 2)
+            while (await reader.readline()) not in (b"\r\n", b""):
+                pass  # trailers
+        elif length:
             await reader.readexactly(length)
-        return self._routes.pop(token, None) if token else None
+        return token
 
-    async def _relay(self, route: Route, writer: asyncio.StreamWriter) -> None:
+    async def _relay(self, route: Route, writer: asyncio.StreamWriter) -> bool:
+        """Try the route's deployments in turn and pass on the answer to keep; False when the
+        connection to mitmproxy cannot go on (an answer broke off)."""
         client = self._client_for()
         last = len(route.candidates) - 1
         for position, deployment in enumerate(route.candidates):
@@ -186,7 +199,7 @@ class Relay:
                 self.balancer.cool_down(deployment, route.model.cooldown_seconds)
                 if position == last:
                     await _write_error(writer, 502, f"no deployment answered: {attempt.error}")
-                    return
+                    return True
                 continue
             attempt.ms = (time.monotonic() - started) * 1000
             attempt.status = response.status_code
@@ -201,13 +214,14 @@ class Relay:
             route.state.deployment = deployment.name
             route.state.upstream_model = deployment.model
             route.state.route_pricing = deployment.pricing
-            await self._pass_on(response, attempt, writer)
-            return
+            return await self._pass_on(response, attempt, writer)
+        return True
 
     async def _pass_on(
         self, response: httpx.Response, attempt: Attempt, writer: asyncio.StreamWriter
-    ) -> None:
-        """Write the kept answer to mitmproxy as it arrives; a break is passed on as one."""
+    ) -> bool:
+        """Write the kept answer to mitmproxy as it arrives; a break is passed on as one
+        (False: the connection is done)."""
         try:
             sized = "content-length" in response.headers and (
                 "transfer-encoding" not in response.headers
@@ -220,7 +234,6 @@ class Relay:
                 head.append(b"content-length: " + response.headers["content-length"].encode())
             else:
                 head.append(b"transfer-encoding: chunked")
-            head.append(b"connection: close")
             writer.write(b"\r\n".join(head) + b"\r\n\r\n")
             await writer.drain()
             try:
@@ -234,12 +247,13 @@ class Relay:
                 # mitmproxy sees the connection break and reports it on the flow.
                 attempt.error = f"after the first byte: {_describe(error)}"
                 writer.transport.abort()
-                return
+                return False
             if not sized:
                 writer.write(b"0\r\n\r\n")
             await writer.drain()
+            return True
         except (ConnectionError, OSError):
-            pass  # mitmproxy closed its side (the client left): nothing more to send
+            return False  # mitmproxy closed its side (the client left)
         finally:
             await response.aclose()
 
@@ -308,14 +322,18 @@ def _describe(error: httpx.HTTPError) -> str:
     return f"{type(error).__name__}: {text}"[:200]
 
 
-async def _write_error(writer: asyncio.StreamWriter, status: int, message: str) -> None:
+async def _write_error(
+    writer: asyncio.StreamWriter, status: int, message: str, *, close: bool = False
+) -> None:
     shaped = error_body(ErrorShape.OPENAI, status, f"LlaMaKey: {message}", "no_deployment")
     body = json.dumps(shaped).encode()
-    writer.write(
-        f"HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
-        + body
-    )
+    head = [
+        f"HTTP/1.1 {status} Error",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        *(["connection: close"] if close else []),
+    ]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
     with contextlib.suppress(ConnectionError, OSError):
         await writer.drain()
 
