@@ -8,10 +8,14 @@ import asyncio
 import json
 from typing import Any
 
+from llamakey.flowstate import FlowState
 from llamakey.refusals import Refusal
 from llamakey.routing.relay import ROUTE_HEADER
 from llamakey.steps.keyswap import KeySwap
+from llamakey.steps.ratelimit import RateLimits
 from llamakey.steps.route import RouteToDeployment
+from llamakey.steps.settle import Settle
+from llamakey.usage import Usage
 from tests.unit.builders import (
     ALICE_KEY,
     REAL,
@@ -137,3 +141,39 @@ async def test_the_relay_serves_only_a_registered_route_and_only_once() -> None:
             assert status.startswith(b"HTTP/1.1 403 "), status
             writer.close()
         await route.done()
+
+
+PRICED = {
+    "cheap": {"input_per_mtok": 1_000_000, "output_per_mtok": 1_000_000},
+    "dear": {"input_per_mtok": 3_000_000, "output_per_mtok": 3_000_000},
+}
+
+
+def priced_config() -> dict[str, Any]:
+    data = routed_config()
+    data["models"]["pool"]["deployments"] = [
+        {**COMPATIBLE, "model": "cheap", "weight": 5},
+        {**COMPATIBLE, "name": "groq2", "model": "dear"},
+    ]
+    data["prices"] = PRICED
+    return data
+
+
+def test_a_budget_reserves_at_the_dearest_deployment() -> None:
+    state = make_state(priced_config())
+    flow_state = FlowState(provider="openai", model="fast")
+    body = b"x" * 400  # 100 tokens in, and 100 out at most: 200 tokens at $3 each
+    assert RateLimits(state).worst_cost(flow_state, body, 100) == 600.0
+
+
+def test_the_deployment_that_served_is_the_price_settled() -> None:
+    state = make_state(priced_config())
+    f = chat("fast")
+    flow_state = state.flows(f)
+    flow_state.provider, flow_state.model = "openai", "fast"
+    assert state.settings is not None
+    cheap, _ = state.settings.models.deployments()
+    flow_state.route_pricing, flow_state.upstream_model = cheap.pricing, cheap.model
+    flow_state.usage = Usage(input_tokens=10, output_tokens=5)  # the answer named no model
+    Settle(state).settle(f)
+    assert flow_state.cost_usd == 15.0
