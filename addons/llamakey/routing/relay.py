@@ -209,6 +209,8 @@ class Relay:
                     deployment, wait if wait is not None else route.model.cooldown_seconds
                 )
                 if position < last:
+                    with contextlib.suppress(httpx.HTTPError):
+                        await response.aread()  # an error body is short: the connection stays
                     await response.aclose()
                     continue
             route.state.deployment = deployment.name
