@@ -175,3 +175,34 @@ def test_check_reports_a_ca_key_others_can_read(
     status, lines = check_ca(cfg, capsys)
     assert status == 1
     assert f"chmod 600 {certs / ca.CA_KEY_FILE}" in lines[1]
+
+
+def test_check_lists_each_catalogued_model_and_its_deployments(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = "azure-CLIcheckKEY0123456789abcdefghij"
+    monkeypatch.setenv("LMK_UT_EAST", real)
+    catalogue = """
+[models.pool]
+aliases = ["fast"]
+[[models.pool.deployments]]
+name = "east"
+kind = "azure"
+endpoint = "https://myres.openai.azure.com"
+deployment = "gpt4o-east"
+api_version = "2024-10-21"
+keys = ["${LMK_UT_EAST}"]
+weight = 2
+[[models.pool.deployments]]
+name = "west"
+kind = "openai_compatible"
+base_url = "https://api.groq.com/openai/v1"
+keys = ["${LMK_UT_WEST_UNSET}"]
+"""
+    cfg.write_text(cfg.read_text(encoding="utf-8") + catalogue, encoding="utf-8")
+    assert lmk(cfg, "check") == 0
+    out = capsys.readouterr().out
+    assert "model pool, fast:\n" in out
+    assert "  east         azure myres.openai.azure.com, weight 2: 1 key(s)\n" in out
+    assert "west         openai_compatible api.groq.com, weight 1: NO KEY (" in out
+    assert "LMK_UT_WEST_UNSET" in out and real not in out
