@@ -9,7 +9,8 @@ step again. A replay sends the same flow object again: `steps/replay.py` forgets
 first, so it too starts with none.
 
 Only what a saved flow should carry for the people reading it (provider, user, groups, the
-refusal, the cost, the deployment that served) is mirrored into `flow.metadata`; nothing there is ever trusted back.
+refusal, the cost, the deployment that served) is mirrored into `flow.metadata`; nothing
+there is ever trusted back.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         names = ", ".join((model.name, *model.aliases))
         print(f"model {names}:")
         for d in model.deployments:
-            keys = f"{len(d.keys)} key(s)" if d.keys else f"NO KEY ({d.missing_key})"
-            print(f"  {d.name:<12} {d.kind} {d.authority}, weight {d.weight}: {keys}")
+            held = f"{len(d.keys)} key(s)" if d.keys else f"NO KEY ({d.missing_key})"
+            print(f"  {d.name:<12} {d.kind} {d.authority}, weight {d.weight}: {held}")
     users = settings.users_by_hash.values()
     active = sum(1 for u in users if not u.disabled)
     print(
