@@ -78,8 +78,10 @@ def call(kind, model):
         return [type(e).__name__, e.status_code, e.message]
     except Exception as e:
         return [type(e).__name__, None, str(e)]
-for kind, model in CALLS:
-    print(json.dumps(call(kind, model)), flush=True)
+from concurrent.futures import ThreadPoolExecutor
+with ThreadPoolExecutor(WORKERS) as pool:
+    for answer in pool.map(lambda c: call(*c), CALLS):
+        print(json.dumps(answer), flush=True)
 """
 
 
@@ -89,8 +91,8 @@ class Pair:
     def __init__(self, gateway: Gateway, oai: MockUpstream, azure: MockUpstream) -> None:
         self.gateway, self.oai, self.azure = gateway, oai, azure
 
-    def calls(self, *calls: tuple[str, str]) -> list[list[Any]]:
-        code = f"CALLS = {list(calls)!r}\n" + CLIENT
+    def calls(self, *calls: tuple[str, str], workers: int = 1) -> list[list[Any]]:
+        code = f"CALLS, WORKERS = {list(calls)!r}, {workers}\n" + CLIENT
         result = run_client(code, self.gateway.client_env("alice"))
         assert result.returncode == 0, result.stderr[-3000:]
         return [json.loads(line) for line in result.stdout.strip().splitlines()]
@@ -184,6 +186,21 @@ def test_streams_embeddings_and_responses_reach_both_shapes(pair: Pair) -> None:
     }
     streamed = [r for r in pair.rows(len(calls)) if r["stream"]]
     assert all(r["output_tokens"] for r in streamed)  # usage read from both streams
+
+
+def test_concurrent_routed_streams_each_get_their_own_whole_answer(pair: Pair) -> None:
+    n = 16
+    answers = pair.calls(*[("stream", "fast")] * n, workers=n)
+    assert [a[:2] for a in answers] == [["ok", "Hello from the mock upstream"]] * n, answers
+    assert (len(pair.oai.seen), len(pair.azure.seen)) == (12, 4)
+    found = pair.rows(n)
+    assert sorted(r["deployment"] for r in found) == ["azure-east"] * 4 + ["oai"] * 12
+    broken = [
+        (r["status"], r["error"], r["output_tokens"], r["attempts"], r["client_disconnected"])
+        for r in found
+        if not r["output_tokens"] or r["error"] is not None
+    ]
+    assert broken == []
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,10 +239,12 @@ class Relay:
             writer.write(b"\r\n".join(head) + b"\r\n\r\n")
             await writer.drain()
             try:
-                async for chunk in response.aiter_raw():
-                    if not chunk:
-                        continue
-                    writer.write(chunk if sized else b"%X\r\n%b\r\n" % (len(chunk), chunk))
+                async for chunk, last in _with_end(response.aiter_raw()):
+                    framed = chunk if sized or not chunk else b"%X\r\n%b\r\n" % (len(chunk), chunk)
+                    # The answer's end goes out with its last chunk: a client that stops
+                    # reading at the last event (the openai SDK at `[DONE]`) would otherwise
+                    # leave before the end and be recorded as gone mid-answer.
+                    writer.write(framed + (b"0\r\n\r\n" if last and not sized else b""))
                     await writer.drain()
             except httpx.HTTPError as error:
                 # After the first byte: the client has part of the answer. Not retried;
@@ -250,14 +252,43 @@ class Relay:
                 attempt.error = f"after the first byte: {_describe(error)}"
                 writer.transport.abort()
                 return False
-            if not sized:
-                writer.write(b"0\r\n\r\n")
-            await writer.drain()
             return True
         except (ConnectionError, OSError):
             return False  # mitmproxy closed its side (the client left)
         finally:
             await response.aclose()
+
+
+END_WINDOW_SECONDS = 0.001
+"""How long a chunk waits to learn whether the answer ends right after it."""
+
+
+async def _with_end(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bool]]:
+    """Each non-empty chunk, and whether it is the last: a chunk is held back at most
+    `END_WINDOW_SECONDS` for the end to follow it (an answer's end comes right after its last
+    chunk), never longer, so a stream's cadence is kept."""
+    iterator = aiter(chunks)
+    pending: asyncio.Future[bytes] = asyncio.ensure_future(anext(iterator))
+    held = b""
+    try:
+        while True:
+            if held:
+                await asyncio.wait({pending}, timeout=END_WINDOW_SECONDS)
+                if not pending.done():
+                    yield held, False
+                    held = b""
+            try:
+                chunk = await pending
+            except StopAsyncIteration:
+                yield held, True
+                return
+            pending = asyncio.ensure_future(anext(iterator))
+            if held:
+                yield held, False
+            held = chunk
+    finally:
+        if not pending.done():
+            pending.cancel()
 
 
 def _target(deployment: Deployment, path: str) -> tuple[str, dict[str, Any]]:
