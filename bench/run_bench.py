@@ -4,7 +4,9 @@ Scenarios (one long-running process each, started once and measured from outside
 
 * ``direct``   - the load generator talks TLS straight to the mock upstream (the floor);
 * ``mitmdump`` - stock ``mitmdump`` with only ``redirect_addon.py`` (CONNECT + TLS interception);
-* ``gateway``  - ``lmk serve`` with every addon on (auth, rules, audit, metering);
+* ``gateway``  - ``lmk serve`` with every addon on (auth, audit, metering), no rules;
+* ``rules``    - the same with a realistic policy (`POLICY`: endpoint and model allow-lists, a
+  rate limit and a budget on the user, counters in the local store): what the rules cost;
 * ``litellm``  - LiteLLM proxy (pinned), one worker, master key only, no database. It is a
   *reverse* proxy: clients call it by base URL over plain HTTP, so its client path has no
   CONNECT and no client-side TLS (cheaper for it than for the two mitmproxy scenarios).
@@ -52,7 +54,24 @@ LITELLM_VERSION = "1.106.2"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Ports are fixed (loopback) so a stray process is easy to spot; override with --base-port.
-SCENARIOS = ("direct", "mitmdump", "gateway", "litellm")
+SCENARIOS = ("direct", "mitmdump", "gateway", "rules", "litellm")
+
+# The policy of the "rules" scenario: what a team would set, with limits high enough that no
+# request of the run is refused (every request still runs the whole admission: allow-lists
+# matched, a request counted, a worst-case cost reserved and settled).
+POLICY = """
+[defaults]
+endpoints.openai = ["GET /v1/models", "POST /v1/chat/completions", "POST /v1/embeddings"]
+models.openai = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-*"]
+endpoints.anthropic = ["POST /v1/messages", "POST /v1/messages/count_tokens"]
+models.anthropic = ["claude-*-haiku-*"]
+"""
+USER_POLICY = """groups = ["bench"]
+rate_limits = [{ requests = 100000000, per = "minute" }]
+budgets = [{ usd = 1000000.0, per = "day" }]
+
+[groups.bench]
+"""
 
 
 @dataclass(frozen=True)
@@ -286,10 +305,10 @@ def gateway_available(lmk: Path) -> str | None:
 
 
 def write_gateway_config(
-    d: Path, port: int, mock_port: int, mock_ca: Path, *, audit: bool = True
+    d: Path, port: int, mock_port: int, mock_ca: Path, *, audit: bool = True, rules: bool = False
 ) -> tuple[Path, str]:
-    """A config with one user and every addon on (the audit log unless `audit` is False);
-    returns (path, master key)."""
+    """A config with one user and every addon on (the audit log unless `audit` is False; the
+    policy of `POLICY` with `rules`); returns (path, master key)."""
     d.mkdir(parents=True, exist_ok=True)
     key = "lmk_" + secrets.token_urlsafe(32)
     digest = hashlib.sha256(key.encode()).hexdigest()
@@ -314,10 +333,10 @@ upstream_ca = "{mock_ca}"
 keys = ["sk-ant-bench-real-key"]
 connect_to = "127.0.0.1:{mock_port}"
 upstream_ca = "{mock_ca}"
-
+{POLICY if rules else ""}
 [users.bench]
 key_sha256 = "{digest}"
-"""
+{USER_POLICY if rules else ""}"""
     )
     return cfg, key
 
@@ -411,6 +430,7 @@ class Bench:
         a = self.args
         port = a.base_port
         self.mock_port, mitm_port, gw_port, ll_port = port, port + 1, port + 2, port + 3
+        rules_port = port + 4
         self.mock_ca, cert, key = make_mock_certs(self.work / "mock")
         self.mock = self.spawn(
             "mock",
@@ -487,16 +507,18 @@ class Bench:
                     str(conf / "mitmproxy-ca-cert.pem"),
                 ],
             )
-        if "gateway" in want:
-            lmk = MAIN_VENV / "bin" / "lmk"
+        lmk = MAIN_VENV / "bin" / "lmk"
+        for name, gateway_port in (("gateway", gw_port), ("rules", rules_port)):
+            if name not in want:
+                continue
             why = gateway_available(lmk)
             if why:
-                self.skipped["gateway"] = why
-            else:
-                try:
-                    self.start_gateway(lmk, gw_port)
-                except (RuntimeError, TimeoutError) as e:
-                    self.skipped["gateway"] = str(e)
+                self.skipped[name] = why
+                continue
+            try:
+                self.start_gateway(lmk, gateway_port, name)
+            except (RuntimeError, TimeoutError) as e:
+                self.skipped[name] = str(e)
         if "litellm" in want:
             exe = LITELLM_VENV / "bin" / "litellm"
             if not exe.exists():
@@ -526,10 +548,16 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def start_gateway(self, lmk: Path, port: int) -> None:
-        d = self.work / "gateway"
+    def start_gateway(self, lmk: Path, port: int, name: str = "gateway") -> None:
+        """`lmk serve` as scenario `name`: "gateway" (no rules) or "rules" (`POLICY`)."""
+        d = self.work / name
         cfg, key = write_gateway_config(
-            d, port, self.mock_port, self.mock_ca, audit=not self.args.no_audit
+            d,
+            port,
+            self.mock_port,
+            self.mock_ca,
+            audit=not self.args.no_audit,
+            rules=name == "rules",
         )
         # The gateway runs the working tree (editable install), which moves while others work:
         # record what it started from, not what HEAD is when the run ends.
@@ -539,12 +567,12 @@ class Bench:
         serve = [str(lmk), "--config", str(cfg), "serve"]
         if not self.args.announce:
             serve.append("--quiet")
-        proc = self.spawn("gateway", serve)
+        proc = self.spawn(name, serve)
         wait_port(port, proc, 90)
         ca = d / "certs" / "mitmproxy-ca-cert.pem"
         wait_file(ca, 30)
-        self.targets["gateway"] = Target(
-            "gateway",
+        self.targets[name] = Target(
+            name,
             proc,
             [
                 "--mode",
@@ -559,7 +587,7 @@ class Bench:
         )
         # One request must go through before we measure: a broken config should be a clear
         # skip with the gateway's own answer, not a table full of errors.
-        self.smoke("gateway")
+        self.smoke(name)
 
     def start_litellm(self, exe: Path, port: int) -> None:
         master = "sk-bench-" + secrets.token_hex(8)
@@ -737,7 +765,9 @@ class Bench:
         """Hold N long streams through each proxy; read RSS at milestones."""
         a = self.args
         n = a.streams
-        for name in [s for s in SCENARIOS if s in self.targets and s != "direct"]:
+        # Not "rules": its streams hold what the gateway's hold (the rules keep no per-stream
+        # state beyond a flow's few reservations).
+        for name in [s for s in SCENARIOS if s in self.targets and s not in ("direct", "rules")]:
             t = self.targets[name]
             assert t.proc is not None
             mock_call(self.mock_port, self.mock_ca, "POST", "/__bench/arm")
@@ -1042,6 +1072,10 @@ def summarise(b: Bench) -> dict[str, Any]:
                     r[f"{name}_added_ttfb_vs_direct_ms"] = cell["ttfb_p50_ms"] - dr["ttfb_p50_ms"]
                 if cell.get("gap_mean_ms") is not None and dr.get("gap_mean_ms") is not None:
                     r[f"{name}_added_gap_vs_direct_ms"] = cell["gap_mean_ms"] - dr["gap_mean_ms"]
+        rl = row.get("rules")
+        if rl and gw and rl["proxy_cpu_ms_per_req"] and gw["proxy_cpu_ms_per_req"]:
+            r["rules_added_cpu_ms"] = rl["proxy_cpu_ms_per_req"] - gw["proxy_cpu_ms_per_req"]
+            r["rules_added_p50_ms"] = rl["p50_ms"] - gw["p50_ms"]
         if gw and ll:
             r["gateway_over_litellm_rps"] = gw["rps_median"] / ll["rps_median"]
         if mt and ll:
@@ -1100,6 +1134,12 @@ def targets(
             "n/a" if not m else f"opened {m.get('opened')}/{m.get('streams')}",
             None if not m else False,
         )
+    added = [(w, r["rules_added_cpu_ms"]) for w in chat if "rules_added_cpu_ms" in (r := ratios[w])]
+    add(
+        "rules (allow-lists, a rate limit, a budget; local store) add <= 0.3 ms CPU per request",
+        ", ".join(f"{w}: {v:+.2f} ms" for w, v in added) or "n/a",
+        all(v <= 0.3 for _, v in added) if added else None,
+    )
     lvals = [(w, ratios[w].get("gateway_over_litellm_rps")) for w in chat]
     lhave = [(w, v) for w, v in lvals if v is not None]
     add(
@@ -1220,6 +1260,27 @@ def markdown(b: Bench, summary: dict[str, Any], info: dict[str, str]) -> str:
             f"{fmt(r.get('added_ttfb_vs_mitmdump_ms'), 2)} / "
             f"{fmt(r.get('gateway_added_ttfb_vs_direct_ms'), 2)} |"
         )
+    rules_rows = [
+        (w.name, cells[w.name]["gateway"], cells[w.name]["rules"], ratios[w.name])
+        for w in WORKLOADS
+        if w.name in cells and {"gateway", "rules"} <= cells[w.name].keys()
+    ]
+    if rules_rows:
+        lines += [
+            "",
+            "### What the rules cost (gateway with the bench policy vs without rules)",
+            "",
+            "| workload | gateway CPU ms/req | rules CPU ms/req | added CPU ms/req | "
+            "gateway req/s | rules req/s | added p50 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for wname, gw, rl, r in rules_rows:
+            lines.append(
+                f"| {wname} | {fmt(gw['proxy_cpu_ms_per_req'], 2)} | "
+                f"{fmt(rl['proxy_cpu_ms_per_req'], 2)} | {fmt(r.get('rules_added_cpu_ms'), 2)} | "
+                f"{fmt(gw['rps_median'])} | {fmt(rl['rps_median'])} | "
+                f"{fmt(r.get('rules_added_p50_ms'), 2)} |"
+            )
     lines += ["", "### Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in summary["targets"]:
         verdict = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
@@ -1359,7 +1420,7 @@ def main(argv: list[str] | None = None) -> int:
             b.run_memory()
         if args.profile:
             w = next(w for w in WORKLOADS if w.name == "chat c=16")
-            for name in ("gateway", "mitmdump"):
+            for name in ("gateway", "rules", "mitmdump"):
                 b.profile(name, w, 12)
     info = machine()
     info["gateway_commit"] = getattr(b, "gateway_code", info["gateway_commit"])

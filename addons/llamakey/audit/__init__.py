@@ -16,7 +16,8 @@ This module is the public surface; one concern per module behind it:
 ``chain``    tamper evidence: :func:`row_digest`, :func:`verify` (``lmk audit verify``)
 ``anchor``   the chain head outside the database: the head file beside it, the head logged,
              and the check that the database still holds it (:func:`anchor_problem`)
-``report``   ``lmk usage``: :func:`usage_report`, :func:`format_report`, :func:`parse_since`
+``report``   ``lmk usage``: :func:`usage_report`, :func:`format_report`, :func:`parse_since`;
+             ``lmk status``: :func:`spent_since`
 ``memory``   :class:`MemorySink`, a stand-in for unit tests
 """
 
@@ -38,7 +39,13 @@ from llamakey.audit.chain import (
     verify,
 )
 from llamakey.audit.memory import MemorySink
-from llamakey.audit.report import REPORT_COLUMNS, format_report, parse_since, usage_report
+from llamakey.audit.report import (
+    REPORT_COLUMNS,
+    format_report,
+    parse_since,
+    spent_since,
+    usage_report,
+)
 from llamakey.audit.rows import InvalidRow, RequestEnd, RequestStart, format_ts
 from llamakey.audit.schema import MIGRATIONS, REQUEST_COLUMNS, SCHEMA_VERSION, ensure_schema
 from llamakey.audit.sink import AuditSink, AuditUnavailable
@@ -75,6 +82,7 @@ __all__ = [
     "parse_since",
     "read_head",
     "row_digest",
+    "spent_since",
     "usage_report",
     "verify",
 ]

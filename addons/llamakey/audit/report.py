@@ -1,5 +1,6 @@
 """Reading the audit database for people: ``lmk usage`` (:func:`usage_report`,
-:func:`format_report`, :func:`parse_since`).
+:func:`format_report`, :func:`parse_since`) and the requests the rules counted, for ``lmk
+status`` (:func:`spent_since`).
 
 Reports open the file read-only (``mode=ro``), so they can run while the proxy writes, and
 never create a missing file. Usage is aggregated in SQL from the ``requests`` table alone.
@@ -11,15 +12,16 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
 from llamakey.audit.rows import format_ts
 from llamakey.audit.schema import connect_readonly
+from llamakey.rules.usage_now import Spent
 
-__all__ = ["REPORT_COLUMNS", "format_report", "parse_since", "usage_report"]
+__all__ = ["REPORT_COLUMNS", "format_report", "parse_since", "spent_since", "usage_report"]
 
 #: Columns of every :func:`usage_report` row, in order.
 REPORT_COLUMNS: Final = (
@@ -95,6 +97,38 @@ def usage_report(path: Path, *, since: datetime | None, by: str) -> list[dict[st
         cursor = conn.execute(sql, params)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, values, strict=True)) for values in cursor]
+    finally:
+        conn.close()
+
+
+def spent_since(path: Path, since: datetime, users: Collection[str] | None = None) -> list[Spent]:
+    """The provider requests that started at or after `since` and were not refused (what the
+    rate limits and budgets counted: `rules.usage_now`), of `users` only when given, oldest
+    first. Opens the database read-only."""
+    where = 'ts >= ? AND refused_by IS NULL AND provider IS NOT NULL AND "user" IS NOT NULL'
+    params: list[object] = [format_ts(since)]
+    if users is not None:
+        where += f' AND "user" IN ({", ".join("?" * len(users))})'
+        params += list(users)
+    sql = f"""
+        SELECT "user", provider, model, ts, input_tokens, output_tokens, cache_read_tokens,
+               cache_write_tokens, COALESCE(request_bytes, 0), cost_usd
+        FROM requests WHERE {where} ORDER BY ts
+    """
+    conn = connect_readonly(path)
+    try:
+        return [
+            Spent(
+                user=user,
+                provider=provider,
+                model=model,
+                started=datetime.fromisoformat(ts).timestamp(),
+                tokens=None if all(n is None for n in tokens) else sum(n or 0 for n in tokens),
+                request_bytes=int(size),
+                cost_usd=None if cost is None else float(cost),
+            )
+            for user, provider, model, ts, *tokens, size, cost in conn.execute(sql, params)
+        ]
     finally:
         conn.close()
 

@@ -1,11 +1,14 @@
 """What the command modules share: loading the configuration, the client env file's name,
-the master key's variable, usage errors and failures, and writing a private file that a
-planted symlink cannot redirect."""
+the master key's variable, usage errors and failures, writing a private file that a planted
+symlink cannot redirect, and the text tables and expiry dates `lmk keys` and `lmk status`
+print."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from datetime import date, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -56,3 +59,20 @@ PrivateFileError = NotAFileError
 def write_private_file(path: Path, text: str) -> None:
     """Atomically replace `path` with a regular 0600 file holding `text` (`write_atomically`)."""
     write_atomically(path, text, 0o600)
+
+
+def expiry_text(moment: date | datetime) -> str:
+    """An expiry as written: a day (``2027-01-01``), or an instant when it is not midnight."""
+    if isinstance(moment, datetime) and (moment.hour, moment.minute, moment.second) != (0, 0, 0):
+        return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return moment.strftime("%Y-%m-%d")
+
+
+def text_table(rows: Sequence[tuple[str, ...]]) -> str:
+    """`rows` (the first one the headings) as left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in rows
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from pathlib import Path
 import tomlkit
 
 from llamakey import config, credentials
-from llamakey.cli.common import Subparsers, load_settings, usage_error
+from llamakey.cli.common import Subparsers, expiry_text, load_settings, text_table, usage_error
 from llamakey.config import edit
 
 NEXT_REQUEST = "a running proxy refuses the key from its next request (it reloads every second)"
@@ -184,7 +184,7 @@ def _set_disabled(args: argparse.Namespace, disabled: bool) -> int:
         and datetime.now(UTC) >= user.expires
     ):
         print(
-            f"# {args.name} expired on {_day(user.expires)}, so the key stays refused: "
+            f"# {args.name} expired on {expiry_text(user.expires)}, so the key stays refused: "
             f"move users.{args.name}.expires in {settings.users_path} to let it in",
             file=sys.stderr,
         )
@@ -199,7 +199,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
     _edit_user(args, revoke)
     (user,) = removed
-    expires = _day(user.expires) if user.expires is not None else "never"
+    expires = expiry_text(user.expires) if user.expires is not None else "never"
     disabled = ", was disabled" if user.disabled else ""
     print(
         f"revoked {user.name} (groups: {', '.join(user.groups) or 'none'}; expires: {expires}"
@@ -218,10 +218,10 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
                 user.name,
                 ",".join(user.groups) or "-",
                 user.refusal(now) or "active",
-                _day(user.expires) if user.expires is not None else "-",
+                expiry_text(user.expires) if user.expires is not None else "-",
             )
         )
-    print(_table(rows), end="")
+    print(text_table(rows), end="")
     legacy = sorted(settings.file.users)
     if legacy:
         print(
@@ -234,22 +234,6 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def _user_named(settings: config.Settings, name: str) -> config.User | None:
     return next((u for u in settings.users_by_hash.values() if u.name == name), None)
-
-
-def _day(moment: date | datetime) -> str:
-    """An expiry as written: a day (``2027-01-01``), or an instant when it is not midnight."""
-    if isinstance(moment, datetime) and (moment.hour, moment.minute, moment.second) != (0, 0, 0):
-        return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
-    return moment.strftime("%Y-%m-%d")
-
-
-def _table(rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        + "\n"
-        for row in rows
-    )
 
 
 def add_parser(subparsers: Subparsers) -> None:

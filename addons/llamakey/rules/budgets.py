@@ -50,6 +50,9 @@ class Budget:
     model: ModelRules | None
     source: str
     reserve_output: int
+    scope: str = "user"
+    scope_id: str = ""
+    """Whose counter it is: the user's or the group's name, ``all`` for the gateway."""
 
     def applies(self, provider: str, model: str | None) -> bool:
         return targets(self.provider, self.model, provider, model)
@@ -81,6 +84,8 @@ def compile_budgets(
                 model=model_rules(spec.model),
                 source=spec.source,
                 reserve_output=spec.reserve_output,
+                scope=spec.scope,
+                scope_id=scope_id,
             )
             found = folded.get((key, spec.per))
             if found is None or budget.usd < found.usd:

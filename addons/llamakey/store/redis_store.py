@@ -13,8 +13,12 @@ expire `GRACE_MS` after their window ends, so a proxy whose clock lags a little 
 counter.
 
 Failures: a refused connection, a reset or a timeout raises `StoreUnavailable`; there are no
-silent retries (an INCRBY sent twice would count twice). The connection pool reconnects on the
-next call, so the store recovers by itself once the server is back.
+silent retries (an INCRBY sent twice would count twice). Connecting and each command wait at
+most `timeout` (1 s): a Redis that is down refuses at once, one that hangs or is cut off holds
+a request at most that long before the rules refuse it (503), where an admission normally takes
+well under a millisecond. The connection pool reconnects on the next call (and checks that a
+pooled connection is still open before lending it), so the store recovers by itself once the
+server is back, with no 503 owed to connections opened before a restart.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from llamakey.store.counters import (
     Admission,
@@ -63,7 +68,7 @@ class RedisCounterStore:
         url: str,
         *,
         prefix: str = "lmk",
-        timeout: float = 2.0,
+        timeout: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
@@ -74,6 +79,12 @@ class RedisCounterStore:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),  # no resend: an INCRBY sent twice counts twice
+            # With maintenance notifications on ("auto", redis-py 8's default), the pool skips
+            # its check that an idle connection is still open before lending it: after a
+            # Redis restart every connection pooled before it would fail one admission (a
+            # 503) on its next use. Off, the pool reconnects a closed one first. (They are a
+            # managed-Redis feature for failovers announced ahead; nothing here uses them.)
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
         self._script = self._redis.register_script(ADMIT_LUA)
 

@@ -55,8 +55,12 @@ class SQLiteCounterStore:
         *,
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        readonly: bool = False,
     ) -> None:
+        """`readonly`: only `total` (``lmk status`` beside a running proxy): the file is opened
+        ``mode=ro``, never created, and a missing file holds no counts yet."""
         self._path = Path(path)
+        self._readonly = readonly
         self._busy_timeout = busy_timeout
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmk-counters")
@@ -66,6 +70,13 @@ class SQLiteCounterStore:
     # -- on the worker thread ------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self._connection is None and self._readonly:
+            self._connection = sqlite3.connect(
+                self._path.resolve().as_uri() + "?mode=ro",
+                uri=True,
+                timeout=self._busy_timeout,
+                check_same_thread=False,
+            )
         if self._connection is None:
             connection = sqlite3.connect(
                 self._path,
@@ -113,6 +124,8 @@ class SQLiteCounterStore:
         return Admission(True, from_micros(current + amount), 0.0)
 
     def _read(self, key: str, window: Window) -> float:
+        if self._readonly and not self._path.exists():
+            return 0.0  # the proxy has not counted anything yet
         row = (
             self._connect()
             .execute(

@@ -25,6 +25,8 @@ LEAVES = {
     ("ca", "init"): "ca",
     ("env", "alice"): "env",
     ("usage",): "usage",
+    ("status",): "status",
+    ("status", "alice"): "status",
     ("audit", "verify"): "audit",
 }
 
@@ -50,6 +52,7 @@ def test_commands_in_help_order() -> None:
         "ca",
         "env",
         "usage",
+        "status",
         "audit",
     ]
     help_text = parser.format_help()
