@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 from mitmproxy import ctx
@@ -34,6 +35,23 @@ def tighten(save_file: str | None) -> None:
         path = Path(save_file.removeprefix("+")).expanduser()
         if path.is_file() and path.stat().st_uid == os.getuid():
             path.chmod(SECRET_MODE)
+
+
+def private_file_problem(path: Path) -> str | None:
+    """Why `path` is no file only its owner may read (a secret the gateway reads, such as the
+    sidecar's master key file), or None when it is one: a regular file of this user, mode
+    0600 or stricter."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        return f"{path}: {error.strerror or error}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file"
+    if info.st_uid != os.getuid():
+        return f"{path} belongs to another user: it must be yours, mode 0600"
+    if (mode := stat.S_IMODE(info.st_mode)) & ~SECRET_MODE:
+        return f"{path} is mode {mode:04o}, not 0600: it holds a secret (chmod 600 {path})"
+    return None
 
 
 class SaveFileMode:

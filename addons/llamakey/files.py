@@ -1,4 +1,5 @@
-"""Writing files that a planted symlink cannot redirect and a crash cannot leave half-written."""
+"""Writing files that a planted symlink cannot redirect and a crash cannot leave half-written;
+telling that a file changed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,20 @@ import os
 import secrets
 import stat
 from pathlib import Path
+
+type FileStamp = tuple[int, int, int, int] | None
+"""What tells a file changed: inode, mtime, ctime, size (None: no file)."""
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """`path`'s `FileStamp` now."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    # The inode too: `lmk keys` replaces a file (a rename), and one rewritten within a clock
+    # tick keeps its size and times.
+    return info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size
 
 
 class NotAFileError(OSError):

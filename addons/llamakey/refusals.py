@@ -46,6 +46,8 @@ class Refusal(StrEnum):
     BUDGET_UNPRICED = "budget_unpriced_model"
     # routing (steps/route.py)
     NO_DEPLOYMENT = "no_deployment"
+    # `lmk sidecar` (sidecar/): it could not get its credential (the JWT command failed)
+    CREDENTIAL_UNAVAILABLE = "sidecar_credential_unavailable"
 
 
 # status, OpenAI type, Anthropic type, Google status
@@ -86,6 +88,7 @@ STATUS: dict[Refusal, int] = {
     Refusal.BUDGET_UNPRICED: 403,
     Refusal.STORE_UNAVAILABLE: 503,
     Refusal.NO_DEPLOYMENT: 400,
+    Refusal.CREDENTIAL_UNAVAILABLE: 503,
 }
 
 RETRY_WORTH_SECONDS = 60.0
@@ -93,7 +96,9 @@ RETRY_WORTH_SECONDS = 60.0
 a longer window about to reset) tells SDKs to retry (`x-should-retry: true`); the Stainless
 SDKs wait the `Retry-After` they are given up to about a minute. A longer wait is not worth
 a client blocked in a retry loop: `x-should-retry: false`."""
-_TRANSIENT = frozenset({Refusal.AUDIT_UNAVAILABLE, Refusal.STORE_UNAVAILABLE})
+_TRANSIENT = frozenset(
+    {Refusal.AUDIT_UNAVAILABLE, Refusal.STORE_UNAVAILABLE, Refusal.CREDENTIAL_UNAVAILABLE}
+)
 
 
 def error_body(shape: ErrorShape, status: int, message: str, code: str) -> dict[str, object]:
@@ -127,8 +132,8 @@ def refusal_response(shape: ErrorShape, refusal: Refusal, message: str) -> http.
         "content-type": "application/json",
         "x-lmk-refused": refusal.value,
         # Stainless SDKs (openai, anthropic, groq...) retry 429 and 5xx unless told not to;
-        # only an unavailable audit log or counter store is worth retrying (and a rate limit
-        # about to reset: `set_retry_after`).
+        # only an unavailable audit log, counter store or sidecar credential is worth
+        # retrying (and a rate limit about to reset: `set_retry_after`).
         "x-should-retry": "true" if refusal in _TRANSIENT else "false",
     }
     if refusal in _TRANSIENT:

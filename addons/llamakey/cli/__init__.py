@@ -9,14 +9,15 @@ from pathlib import Path
 
 from llamakey import ca as ca_files
 from llamakey import config
-from llamakey.cli import audit, browse, ca, check, env, keys, serve, status, usage
+from llamakey.cli import audit, browse, ca, check, env, keys, serve, sidecar, status, usage
 from llamakey.cli.common import ENV_FILE, one_line
 from llamakey.clientenv import client_environment
 
 __all__ = ["ENV_FILE", "build_parser", "client_environment", "main"]
 
-# One module per command group, each adding its sub-parsers (in `lmk --help` order).
-COMMANDS = (serve, check, keys, ca, env, usage, status, audit, browse)  # browse: `lmk audit browse`
+# One module per command group, each adding its sub-parsers (in `lmk --help` order);
+# browse adds `lmk audit browse`.
+COMMANDS = (serve, sidecar, check, keys, ca, env, usage, status, audit, browse)
 
 
 def build_parser() -> argparse.ArgumentParser:

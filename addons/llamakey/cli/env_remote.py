@@ -69,24 +69,25 @@ def member_dir(environ: Mapping[str, str]) -> Path:
     return (Path(home) if home else Path.home()) / ".config" / "llamakey"
 
 
-def parse_proxy_url(text: str) -> tuple[str, int]:
+def parse_proxy_url(
+    text: str,
+    option: str = "--proxy",
+    key_hint: str = f"give the master key as {KEY_VARIABLE}=lmk_... lmk env --proxy URL",
+) -> tuple[str, int]:
     """(host, port) of ``http://host:port``, ``host:port`` or ``host`` (port 8080); a usage
-    error for anything else, and for credentials in it (they would be this process's
-    arguments: the key comes from $LMK_MASTER_KEY)."""
+    error naming `option` for anything else, and for credentials in it (they would be this
+    process's arguments: `key_hint` says where the key goes instead)."""
     value = text.strip()
     if "://" not in value:
         value = "http://" + value
-    bad = f"--proxy {text!r}: expected the proxy's address, like http://gw.example:8080"
+    bad = f"{option} {text!r}: expected the proxy's address, like http://gw.example:8080"
     try:
         url = urlsplit(value)
         host, port = url.hostname, url.port
     except ValueError:
         usage_error(bad)
     if url.username is not None or url.password is not None:
-        usage_error(
-            f"--proxy takes no credentials: give the master key as {KEY_VARIABLE}=lmk_... "
-            "lmk env --proxy URL"
-        )
+        usage_error(f"{option} takes no credentials: {key_hint}")
     if url.scheme != "http" or not host or url.path not in ("", "/") or url.query:
         usage_error(bad)
     return host, port or DEFAULT_PROXY_PORT

@@ -23,24 +23,11 @@ from mitmproxy.addonmanager import Loader
 from pydantic import BaseModel
 
 from llamakey import advice, ca, config
+from llamakey.files import FileStamp, file_stamp
 from llamakey.state import GatewayState
 
 log = logging.getLogger(__name__)
 RELOAD_POLL_SECONDS = 1.0
-
-
-type FileStamp = tuple[int, int, int, int] | None
-"""What tells a file changed: inode, mtime, ctime, size (None: no file)."""
-
-
-def _file_stamp(path: Path) -> FileStamp:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    # The inode too: `lmk keys` replaces the file (a rename), and a key rotated within one
-    # clock tick leaves a file of the same size and times.
-    return stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size
 
 
 def _upstream_bundle(settings: config.Settings) -> str:
@@ -356,13 +343,13 @@ class ConfigLoader:
 
 
 def _stamps(config_path: Path, users_path: Path | None) -> tuple[FileStamp, FileStamp]:
-    return _file_stamp(config_path), _file_stamp(users_path) if users_path else None
+    return file_stamp(config_path), file_stamp(users_path) if users_path else None
 
 
 def _load(path: Path) -> tuple[tuple[FileStamp, FileStamp], config.Settings]:
     """Blocking: the settings, and the stamps of both files, each taken before the file is
     read (a change made while loading is seen at the next poll)."""
-    config_stamp = _file_stamp(path)
+    config_stamp = file_stamp(path)
     file = config.read_config(path)
-    users_stamp = _file_stamp(config.users_path_of(file, path))
+    users_stamp = file_stamp(config.users_path_of(file, path))
     return (config_stamp, users_stamp), config.load_users(file, path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from mitmproxy import http
@@ -21,10 +21,18 @@ from llamakey.scrub import Scrubber
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
 
-_installed_for: list[GatewayState] = []
+
+class Scrubbing(Protocol):
+    """Whose scrubber the log records pass through: the gateway's state, the sidecar's."""
+
+    @property
+    def scrubber(self) -> Scrubber: ...
 
 
-def install_log_scrubber(state: GatewayState) -> None:
+_installed_for: list[Scrubbing] = []
+
+
+def install_log_scrubber(state: Scrubbing) -> None:
     """Scrub every log record as it is made, whichever handler (terminal, mitmweb) shows it."""
     if _installed_for:
         _installed_for[0] = state

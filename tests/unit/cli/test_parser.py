@@ -47,6 +47,7 @@ def test_commands_in_help_order() -> None:
     assert subcommands(parser) == [
         "serve",
         "web",
+        "sidecar",
         "check",
         "keys",
         "ca",
