@@ -149,6 +149,8 @@ class Gateway:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.config.exists():
             self.write_config()
+        # A restart appends to the log: only what this process writes says it is listening.
+        offset = self.log.stat().st_size if self.log.exists() else 0
         log = self.log.open("ab")
         self.process = subprocess.Popen(
             [LMK, "--config", str(self.config), self.command, *self.extra_args],
@@ -161,7 +163,7 @@ class Gateway:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"lmk {self.command} exited:\n{self.log.read_text()}")
-            if "listening on" in self.log.read_text(errors="replace"):
+            if "listening on" in self.log.read_bytes()[offset:].decode(errors="replace"):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"lmk {self.command} did not start:\n{self.log.read_text()}")

@@ -48,3 +48,22 @@ def literal_keys(settings: Settings) -> list[str]:
                 f'keys = ["${{{variable}}}"]'
             )
     return warnings
+
+
+def literal_alert_secret(settings: Settings) -> list[str]:
+    """A warning when ``[alerts] secret`` is written into the file instead of a ``${VAR}``
+    reference (the tracked file holds no secret)."""
+    secret = settings.file.alerts.secret
+    if secret is None or _ENV_REF.search(secret):
+        return []
+    where = settings.path or "the configuration"
+    return [
+        f"alerts.secret in {where} is a literal secret, not a ${{VAR}} reference: whoever can "
+        "read the file can sign alerts. Put it in the proxy's environment "
+        '(LMK_ALERT_SECRET=...) and write secret = "${LMK_ALERT_SECRET}"'
+    ]
+
+
+def warnings(settings: Settings) -> list[str]:
+    """Every warning about `settings`, as `lmk check` and the proxy say them."""
+    return [*literal_keys(settings), *literal_alert_secret(settings)]

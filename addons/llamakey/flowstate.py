@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mitmproxy import http
 
@@ -31,6 +32,17 @@ GROUPS = "lmk.groups"
 REFUSED = "lmk.refused"
 COST = "lmk.cost_usd"
 DEPLOYMENT = "lmk.deployment"
+
+
+class StreamAllowance(Protocol):
+    """What a budget lets a streamed answer say (`steps.ratelimit.StreamBudget`), asked by the
+    meter's tap on every chunk, synchronously: it must answer from what it holds, never wait."""
+
+    def over(self, output_tokens: int, input_tokens: tuple[int, int, int] | None) -> str | None:
+        """None while an answer of `output_tokens` so far (after the input, cache reads and
+        cache writes the stream reported, if it did) is within its budgets; else why it must
+        stop (the message its final error event and its audit row carry)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -55,6 +67,7 @@ class FlowState:
     refusal: Refusal | None = None  # why the gateway answered itself
     # meter and settle
     injected_stream_usage: bool = False  # we asked upstream for a usage chunk the client did not
+    client_body_bytes: int | None = None  # the body's size as the client sent it, if we changed it
     first_byte: float | None = None  # epoch seconds of the first body chunk sent to the client
     response_bytes: int = 0  # bytes of a streamed answer (its body is not kept)
     events: int = 0  # server-sent events streamed to the client (for an estimate)
@@ -63,6 +76,10 @@ class FlowState:
     client_disconnected: bool = False
     usage: Usage | None = None
     cost_usd: float | None = None
+    # budgets while a stream flows (README "Budgets")
+    allowance: StreamAllowance | None = None  # set by the rate limits for a watched stream
+    output_estimate: int = 0  # output tokens streamed so far, by `usage.cut.OutputCount`
+    cut: str | None = None  # why the answer was cut off by a budget (its error event's message)
     # routing (README "Model catalogue and routing")
     deployment: str | None = None  # the catalogue deployment that served, by its name
     routed: bool = False  # sent to the catalogue's deployments (through the relay), not as asked

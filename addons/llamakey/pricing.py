@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from genai_prices import Usage as PriceUsage
 from genai_prices import types as gp
@@ -20,6 +21,10 @@ from genai_prices.data_snapshot import get_snapshot
 
 from llamakey.providers import Pricing, Provider
 from llamakey.usage import Usage
+
+if TYPE_CHECKING:  # types only: the config and the rules never need pricing
+    from llamakey.config import Settings
+    from llamakey.rules.usage_now import Spent, WorstCost
 
 __all__ = ["PriceOverride", "cost_usd"]
 
@@ -213,3 +218,30 @@ def _flat_cost(rates: tuple[Decimal, Decimal, Decimal, Decimal], usage: Usage) -
     return (
         sum((rate * count for rate, count in zip(rates, counts, strict=True)), Decimal(0)) / _MTOK
     )
+
+
+def reserved_cost(settings: Settings) -> WorstCost:
+    """What a budget reserved for an audited request whose cost is unknown (in flight, or
+    unpriced): its input estimate (bytes / 4) and `reserve_output` at the model's price then,
+    `[prices]` first, as `steps.ratelimit` reserves it (`lmk status`, the counters' rebuild)."""
+    overrides = {
+        model: PriceOverride(
+            p.input_per_mtok, p.output_per_mtok, p.cache_read_per_mtok, p.cache_write_per_mtok
+        )
+        for model, p in settings.file.prices.items()
+    }
+
+    def worst(request: Spent, reserve_output: int) -> float | None:
+        resolved = settings.providers.get(request.provider)
+        if resolved is None:
+            return None
+        probe = Usage(
+            input_tokens=(request.request_bytes + 3) // 4,
+            output_tokens=reserve_output,
+            model=request.model,
+        )
+        when = datetime.fromtimestamp(request.started, UTC)
+        cost = cost_usd(resolved.provider, request.model, probe, when=when, overrides=overrides)
+        return float(cost) if cost is not None else None
+
+    return worst

@@ -172,6 +172,22 @@ async def test_a_whole_answer_keeps_the_comment_settle_gave_it() -> None:
     assert re.fullmatch(r"alice \| gpt-4o-mini-2024-07-18 \| 3 tokens \| \$\d\.\d{6}", f.comment)
 
 
+async def test_a_stream_a_budget_cut_off_says_so_in_its_line_and_comment() -> None:
+    from llamakey.steps.announce import note, request_line
+
+    state = quiet_state()
+    f = provider_flow(CHAT, {"authorization": f"Bearer {ALICE_KEY}"}, content=chat_body())
+    f.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
+    f.response.stream = lambda data: data
+    fs = state.flows(f)
+    fs.provider, fs.user = "openai", "alice"
+    fs.cut = "LlaMaKey: alice: $1.00 per day (defaults.budgets.0) is spent; resets …"
+    f.error = mflow.Error("HTTP/1 protocol error: peer closed connection")
+    assert request_line(f, fs).endswith(" cut_by=budget_exceeded")  # not the error we caused
+    note(f, fs)
+    assert f.comment.endswith("; cut off by a budget (cut_by=budget_exceeded)")
+
+
 def test_a_routed_request_names_the_deployment_and_what_failed_before() -> None:
     state = make_state(config_data())
     f = provider_flow(CHAT, {"authorization": f"Bearer {ALICE_KEY}"}, content=chat_body())

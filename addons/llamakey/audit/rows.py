@@ -108,7 +108,9 @@ class RequestEnd:
     client_disconnected: bool | None = None
     # True when the tokens were estimated, not reported by the provider (column added by m002).
     usage_estimated: bool | None = None
-    # The deployment that served a routed request, and the JSON list of attempts (m004_routing).
+    # The rule that cut a streamed answer off while it flowed (column added by m004).
+    cut_by: str | None = None
+    # The deployment that served a routed request, and the JSON list of attempts (m005_routing).
     deployment: str | None = None
     attempts: str | None = None
     completed_ts: datetime = field(default_factory=_now)

@@ -39,7 +39,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"groups: {', '.join(settings.file.groups) or 'none'}"
     )
     print(f"audit: {settings.audit_path if settings.file.audit.enabled else 'off'}")
-    for warning in advice.literal_keys(settings):
+    for warning in advice.warnings(settings):
         print(f"warning: {warning}")
     return _check_ca(settings)
 

@@ -38,8 +38,6 @@ from llamakey.rules.limits import RateLimit
 from llamakey.rules.policy import UserPolicy
 from llamakey.rules.usage_now import (
     Counter,
-    Spent,
-    WorstCost,
     counter_of,
     counters_of,
     earliest_start,
@@ -103,6 +101,7 @@ def measure(settings: config.Settings, shown: Sequence[UserPolicy], now: float) 
     if since is None or not path.exists():
         return Measured("audit", "local", str(path), {})  # no rule, or nothing audited yet
     from llamakey import audit as auditdb  # the audit store: only for the commands that read it
+    from llamakey.pricing import reserved_cost  # genai-prices: only when worked out here
 
     users = sharing(settings.policies, windows)
     try:
@@ -112,38 +111,9 @@ def measure(settings: config.Settings, shown: Sequence[UserPolicy], now: float) 
             f"cannot read the audit database {path}: {error} (check audit.path in {settings.path})"
         )
     totals = window_usage(
-        spent, settings.policies, now, worst_cost=_worst_cost(settings), wanted=windows
+        spent, settings.policies, now, worst_cost=reserved_cost(settings), wanted=windows
     )
     return Measured("audit", "local", str(path), totals)
-
-
-def _worst_cost(settings: config.Settings) -> WorstCost:
-    """What a budget reserved for a request whose cost is unknown: its input estimate and
-    `reserve_output` at the model's price, as `steps.ratelimit` reserves it."""
-    from llamakey.pricing import PriceOverride, cost_usd
-    from llamakey.usage import Usage
-
-    overrides = {
-        model: PriceOverride(
-            p.input_per_mtok, p.output_per_mtok, p.cache_read_per_mtok, p.cache_write_per_mtok
-        )
-        for model, p in settings.file.prices.items()
-    }
-
-    def worst(request: Spent, reserve_output: int) -> float | None:
-        resolved = settings.providers.get(request.provider)
-        if resolved is None:
-            return None
-        probe = Usage(
-            input_tokens=(request.request_bytes + 3) // 4,
-            output_tokens=reserve_output,
-            model=request.model,
-        )
-        when = datetime.fromtimestamp(request.started, UTC)
-        cost = cost_usd(resolved.provider, request.model, probe, when=when, overrides=overrides)
-        return float(cost) if cost is not None else None
-
-    return worst
 
 
 def _lists(settings: config.Settings, policy: UserPolicy) -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from llamakey.config import catalogue
 from llamakey.config.schema import (
     DEFAULT_CONFIG_NAME,
+    AlertsTable,
     ConfigError,
     ConfigFile,
     PolicyTable,
@@ -85,6 +86,18 @@ class ResolvedProvider:
 
 
 @dataclass(frozen=True, slots=True)
+class Webhook:
+    """``[alerts]`` resolved: where soft-limit alerts are POSTed, ``${VAR}`` references
+    expanded. Every field but the timeouts may hold a secret: never logged."""
+
+    url: str
+    headers: Mapping[str, str]
+    secret: bytes | None
+    timeout_seconds: float
+    retries: int
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the addons need, resolved once per (re)load."""
 
@@ -101,6 +114,8 @@ class Settings:
     """What the users file holds; `file.users` is what the config itself holds."""
     policies: Mapping[str, UserPolicy]
     """Each user's effective rules by name, compiled once per load (`rules.policy`)."""
+    webhook: Webhook | None = None
+    """Where soft-limit alerts go (``[alerts]``), if anywhere."""
     models: catalogue.ModelCatalogue = field(default_factory=catalogue.ModelCatalogue)
     """The model catalogue (`[models]`): where requests for its names are routed."""
 
@@ -220,6 +235,7 @@ def resolve(
         {n: (p.keyring.keys if p.keyring else (), p.missing_key) for n, p in providers.items()},
     )
     return Settings(
+        webhook=_webhook(file.alerts),
         policies=_policies(file, users_file),
         models=models,
         path=path,
@@ -231,6 +247,30 @@ def resolve(
         audit_path=(base / file.audit.path).resolve(),
         users_path=users_path.resolve(),
         users_file=users_file,
+    )
+
+
+def _webhook(alerts: AlertsTable) -> Webhook | None:
+    """``[alerts]`` with its ``${VAR}`` references expanded; an unset one is an error naming
+    its TOML path (an alert that silently goes nowhere is what a soft limit must not do)."""
+    if alerts.webhook_url is None:
+        return None
+
+    def expanded(value: str, where: str) -> str:
+        result, missing = _expand(value)
+        if result is None:
+            raise ConfigError(
+                f"{where} refers to {', '.join(missing)}, which is not set in the proxy's "
+                "environment"
+            )
+        return result
+
+    return Webhook(
+        url=expanded(alerts.webhook_url, "alerts.webhook_url"),
+        headers={k: expanded(v, f"alerts.headers.{k}") for k, v in alerts.headers.items()},
+        secret=expanded(alerts.secret, "alerts.secret").encode() if alerts.secret else None,
+        timeout_seconds=alerts.timeout_seconds,
+        retries=alerts.retries,
     )
 
 
@@ -281,6 +321,7 @@ def _limit_specs(table: PolicyTable, where: str) -> list[limits.LimitSpec]:
             model=entry.model,
             reserve_output=entry.reserve_output,
             source=f"{where}.rate_limits.{position}",
+            warn_at=entry.warn_at,
         )
         for position, entry in enumerate(table.rate_limits)
     ]
@@ -296,6 +337,7 @@ def _budget_specs(table: PolicyTable, where: str) -> list[budgets.BudgetSpec]:
             model=entry.model,
             reserve_output=entry.reserve_output,
             source=f"{where}.budgets.{position}",
+            warn_at=entry.warn_at,
         )
         for position, entry in enumerate(table.budgets)
     ]

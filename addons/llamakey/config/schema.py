@@ -33,7 +33,7 @@ DEFAULT_CONFIG_NAME = "lmk_config.toml"
 DEFAULT_USERS_NAME = "lmk_users.toml"
 USER_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 USER_NAME_RULE = "a lowercase letter, then up to 63 of a-z 0-9 _ . -"
-_SECRET_FIELDS = {"keys", "extra_headers", "redis_url"}
+_SECRET_FIELDS = {"keys", "extra_headers", "redis_url", "webhook_url", "headers", "secret"}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 """A model, alias or deployment name of `[models]` (it appears in audit rows and logs)."""
 
@@ -92,6 +92,11 @@ EndpointPatternText = Annotated[str, AfterValidator(check_endpoint)]
 ModelPatternText = Annotated[str, AfterValidator(check_model_pattern)]
 
 
+WarnAt = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+"""A soft limit: the fraction of a rate limit or budget (``0.8``) at which the proxy warns once
+per window (README "Rules", and ``[alerts]``)."""
+
+
 class RateLimitTable(_Strict):
     """One entry of ``rate_limits`` (README "Rules"): a number of requests or tokens per window,
     counted per user, group or the whole gateway, optionally for one provider or model glob."""
@@ -104,6 +109,7 @@ class RateLimitTable(_Strict):
     model: ModelPatternText | None = None
     reserve_output: Annotated[int, Field(ge=0)] = 1024
     """Tokens reserved for the answer when the request sets no ``max_tokens`` (token limits)."""
+    warn_at: WarnAt | None = None
 
     @model_validator(mode="after")
     def _one_amount(self) -> RateLimitTable:
@@ -123,6 +129,7 @@ class BudgetTable(_Strict):
     model: ModelPatternText | None = None
     reserve_output: Annotated[int, Field(ge=0)] = 1024
     """Output tokens priced into the reservation when the request sets no ``max_tokens``."""
+    warn_at: WarnAt | None = None
 
 
 class PolicyTable(_Strict):
@@ -226,6 +233,27 @@ class StateTable(_Strict):
         return self
 
 
+class AlertsTable(_Strict):
+    """[alerts]: where a soft limit (``warn_at``) reached is POSTed as JSON, besides the log."""
+
+    webhook_url: str | None = None
+    """http(s)://…; may hold a token (``${VAR}`` references are expanded), never logged."""
+    headers: dict[str, str] = {}
+    """Extra request headers, e.g. ``Authorization``; values may be ``${VAR}`` references."""
+    secret: str | None = None
+    """Signs each body: ``X-LlaMaKey-Signature: sha256=<HMAC-SHA256 of the body, hex>``."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    """Further attempts after a failed POST (network error, timeout, HTTP 5xx or 429)."""
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+\S*", value):
+            raise ValueError("expected a URL like https://hooks.example.com/lmk")
+        return value
+
+
 class PriceTable(_Strict):
     """[prices."MODEL"]: USD per million tokens, overriding genai-prices for that model."""
 
@@ -324,6 +352,7 @@ class ConfigFile(_Strict):
     groups: dict[str, GroupTable] = {}
     prices: dict[str, PriceTable] = {}
     state: StateTable = StateTable()
+    alerts: AlertsTable = AlertsTable()
     models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelTable] = {}
     """The model catalogue: requests to api.openai.com for these names go to their deployments."""
 

@@ -10,10 +10,10 @@ in the store of ``[state]`` (`steps.ratelimit` reserves and settles them).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from llamakey.rules.limits import model_rules, scope_ids, targets
+from llamakey.rules.limits import earlier, model_rules, scope_ids, targets
 from llamakey.rules.models import ModelRules
 from llamakey.store import Window
 
@@ -36,6 +36,8 @@ class BudgetSpec:
     model: str | None
     reserve_output: int
     source: str
+    warn_at: float | None = None
+    """The soft limit, a fraction of `usd` (``warn_at = 0.8``): a warning once per window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,15 @@ class Budget:
     scope: str = "user"
     scope_id: str = ""
     """Whose counter it is: the user's or the group's name, ``all`` for the gateway."""
+    warn_at: float | None = None
+
+    @property
+    def unit(self) -> str:
+        return "usd"
+
+    @property
+    def cap(self) -> float:
+        return self.usd
 
     def applies(self, provider: str, model: str | None) -> bool:
         return targets(self.provider, self.model, provider, model)
@@ -86,8 +97,11 @@ def compile_budgets(
                 reserve_output=spec.reserve_output,
                 scope=spec.scope,
                 scope_id=scope_id,
+                warn_at=spec.warn_at,
             )
             found = folded.get((key, spec.per))
-            if found is None or budget.usd < found.usd:
-                folded[(key, spec.per)] = budget
+            kept = budget if found is None or budget.usd < found.usd else found
+            if found is not None:  # the soft limit of either: the earlier warning
+                kept = replace(kept, warn_at=earlier(kept, found if kept is budget else budget))
+            folded[(key, spec.per)] = kept
     return tuple(folded.values())

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from llamakey.rules.models import ModelRules, compile_models
+from llamakey.store import Window
 
 WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
 """Seconds of each `per`."""
@@ -39,6 +41,8 @@ class LimitSpec:
     model: str | None
     reserve_output: int
     source: str
+    warn_at: float | None = None
+    """The soft limit, a fraction of `amount` (``warn_at = 0.8``): a warning once per window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,16 @@ class RateLimit:
     scope: str = "user"
     scope_id: str = ""
     """Whose counter it is: the user's or the group's name, ``all`` for the gateway."""
+    warn_at: float | None = None
+
+    @property
+    def window(self) -> Window:
+        return Window(self.seconds)
+
+    @property
+    def cap(self) -> float:
+        """The hard limit, in `unit`s."""
+        return float(self.limit)
 
     def applies(self, provider: str, model: str | None) -> bool:
         return targets(self.provider, self.model, provider, model)
@@ -90,6 +104,45 @@ def scope_ids(
     return (from_group,) if from_group is not None else groups
 
 
+class CountedRule(Protocol):
+    """What a rate limit and a budget share: a counter (`key` in `window`), the hard limit
+    `cap` in `unit`s (``requests``, ``tokens``, ``usd``), whose counter it is, and where it was
+    written (the store, the rebuild from the audit database and the soft limits read these)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def window(self) -> Window: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def cap(self) -> float: ...
+    @property
+    def per(self) -> str: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def scope_id(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def reserve_output(self) -> int: ...
+    @property
+    def warn_at(self) -> float | None: ...
+
+    def applies(self, provider: str, model: str | None) -> bool: ...
+    def describe(self) -> str: ...
+
+
+def earlier(kept: CountedRule, other: CountedRule) -> float | None:
+    """The soft limit of two rules folded on one counter (`kept` the stricter): the one that
+    warns at the lower amount, as a fraction of `kept`'s cap (none if only one at or above
+    that cap, which the hard limit reaches first)."""
+    amounts = [r.warn_at * r.cap for r in (kept, other) if r.warn_at is not None]
+    lowest = min(amounts, default=kept.cap)
+    return lowest / kept.cap if lowest < kept.cap else None
+
+
 def model_rules(pattern: str | None) -> ModelRules | None:
     return compile_models((pattern,)) if pattern is not None else None
 
@@ -118,20 +171,23 @@ def compile_limits(
                 reserve_output=spec.reserve_output,
                 scope=spec.scope,
                 scope_id=scope_id,
+                warn_at=spec.warn_at,
             )
             found = folded.get((key, seconds))
-            if found is None or limit.limit < found.limit:
-                folded[(key, seconds)] = limit
+            kept = limit if found is None or limit.limit < found.limit else found
+            if found is not None:  # the soft limit of either: the earlier warning
+                kept = replace(kept, warn_at=earlier(kept, found if kept is limit else limit))
+            folded[(key, seconds)] = kept
     return tuple(folded.values())
 
 
 _MAX_KEYS = ("max_tokens", "max_output_tokens", "max_completion_tokens")
 
 
-def estimate_tokens(body: bytes, reserve_output: int) -> int:
-    """What a request may take: its body's bytes / 4 for the input, plus the output it asks
-    for at most (``max_tokens``, ``max_output_tokens``, ``max_completion_tokens``, Gemini's
-    ``generationConfig.maxOutputTokens``), else `reserve_output`."""
+def requested_output(body: bytes) -> int | None:
+    """The output a request asks for at most (``max_tokens``, ``max_output_tokens``,
+    ``max_completion_tokens``, Gemini's ``generationConfig.maxOutputTokens``; the largest if
+    several), None when it names none."""
     output: int | None = None
     if body[:1] in (b"{", b" ", b"\n", b"\r", b"\t"):
         try:
@@ -146,4 +202,11 @@ def estimate_tokens(body: bytes, reserve_output: int) -> int:
             for candidate in candidates:
                 if isinstance(candidate, int) and not isinstance(candidate, bool):
                     output = max(output or 0, candidate)
+    return output
+
+
+def estimate_tokens(body: bytes, reserve_output: int) -> int:
+    """What a request may take: its body's bytes / 4 for the input, plus the output it asks
+    for at most (`requested_output`), else `reserve_output`."""
+    output = requested_output(body)
     return (len(body) + 3) // 4 + (output if output is not None else reserve_output)

@@ -18,7 +18,8 @@ it started in the window holding `now`:
 Refused requests are not `Spent` (their reservations were given back). Sums are kept in
 millionths, as the stores keep them (`store.MICRO`), so equal inputs give equal totals.
 
-Shared by ``lmk status`` and by whatever rebuilds the local counters after a restart.
+Shared by ``lmk status`` and by the rebuild of the counters after a restart or a reload
+(`steps.rebuild`).
 """
 
 from __future__ import annotations

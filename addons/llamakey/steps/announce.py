@@ -87,7 +87,9 @@ def request_line(flow: http.HTTPFlow, state: FlowState) -> str:
         tried = [str(a["deployment"]) for a in state.attempts[:-1]]
         line += f" via={_word(state.deployment or '-')}"
         line += f" after={','.join(_word(t) for t in tried)}" if tried else ""
-    if state.client_disconnected:
+    if state.cut is not None:
+        line += " cut_by=budget_exceeded"
+    elif state.client_disconnected:
         line += " client disconnected"
     elif flow.error is not None:
         line += f" error: {_phrase(flow.error.msg)}"
@@ -118,6 +120,8 @@ def note(flow: http.HTTPFlow, state: FlowState) -> None:
     elif _streamed(flow):
         size = human.pretty_size(state.response_bytes)
         streamed = f"answer streamed to the client as it came ({size}); its body was not kept"
+        if state.cut is not None:
+            streamed += "; cut off by a budget (cut_by=budget_exceeded)"
         flow.comment = f"{flow.comment} | {streamed}" if flow.comment else streamed
 
 

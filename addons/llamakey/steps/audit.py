@@ -231,7 +231,8 @@ class CompleteAudit:
         end = RequestEnd(
             status=response.status_code if response else None,
             refused_by=state.refusal.value if state.refusal else None,
-            error=flow.error.msg if flow.error else None,
+            # A stream we cut off ends in an error we caused: the row says why instead.
+            error=state.cut or (flow.error.msg if flow.error else None),
             latency_ms=round(
                 (
                     (response.timestamp_end if response and response.timestamp_end else now)
@@ -253,6 +254,7 @@ class CompleteAudit:
             cost_usd=state.cost_usd,
             client_disconnected=state.client_disconnected,
             usage_estimated=state.usage_estimated if state.usage is not None else None,
+            cut_by=Refusal.BUDGET_EXCEEDED.value if state.cut is not None else None,
             deployment=state.deployment,
             attempts=json.dumps(state.attempts) if state.attempts else None,
             completed_ts=datetime.fromtimestamp(now, UTC),

@@ -244,7 +244,7 @@ class ConfigLoader:
         self._stamp, self._users_path = stamp, settings.users_path
         self._apply(settings, options)
         self._ca_in_use(settings.certs_dir)
-        for warning in advice.literal_keys(settings):
+        for warning in advice.warnings(settings):
             log.warning(warning)
 
     def _ca_in_use(self, certs_dir: Path) -> None:
@@ -326,7 +326,7 @@ class ConfigLoader:
         if old is None or settings.certs_dir != old.certs_dir:
             self._ca_in_use(settings.certs_dir)  # mitmproxy loads the CA of the new confdir
         log.info("Configuration reloaded from %s: %s", path, changes)
-        for warning in advice.literal_keys(settings):
+        for warning in advice.warnings(settings):
             log.warning(warning)
         return True
 

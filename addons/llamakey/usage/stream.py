@@ -121,6 +121,20 @@ class StreamMeter:
         self._held = bytearray()  # incomplete trailing SSE event not yet forwarded (drop mode)
 
     @property
+    def output_tokens(self) -> int | None:
+        """The output count the stream reported so far (no copy: read on every chunk)."""
+        return self._usage.output_tokens
+
+    @property
+    def input_tokens(self) -> tuple[int, int, int] | None:
+        """Input, cache reads and cache writes as the stream reported them so far (Anthropic's
+        `message_start`, Gemini's every chunk), None before any."""
+        usage = self._usage
+        if usage.input_tokens is None:
+            return None
+        return (usage.input_tokens, usage.cache_read_tokens or 0, usage.cache_write_tokens or 0)
+
+    @property
     def usage(self) -> Usage:
         """A copy of the usage seen so far (partial if the stream was cut short)."""
         return replace(self._usage)

@@ -198,7 +198,7 @@ def test_a_database_from_before_migrations_is_adopted_intact(db_path: Path) -> N
         assert [n for _, n, _ in applied(db_path)] == list(MIGRATION_NAMES)
         after = {r: full_row(db_path, r) for r in before}
         # Not a byte changed; later migrations only added columns, NULL in old rows.
-        for added in ("usage_estimated", "deployment", "attempts"):
+        for added in ("usage_estimated", "cut_by", "deployment", "attempts"):
             assert all(after[r].pop(added) is None for r in after)
         assert after == before
         assert verify(db_path).head_hash == old_head

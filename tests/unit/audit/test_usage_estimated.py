@@ -26,12 +26,13 @@ def test_the_migration_adds_the_column_after_the_first_schema(
     writer: AuditWriter, db_path: Path
 ) -> None:
     assert MIGRATION_NAMES[:2] == ("m001_create_tables", "m002_usage_estimated")
-    first_added = list(REQUEST_COLUMNS).index("row_hash") + 1  # row_hash ends schema 1
-    assert list(REQUEST_COLUMNS)[first_added] == "usage_estimated"
+    names = list(REQUEST_COLUMNS)
+    assert names[names.index("row_hash") + 1] == "usage_estimated"
     assert REQUEST_COLUMNS["usage_estimated"] == "INTEGER"
     info = query(db_path, "PRAGMA table_info(requests)")
-    column = info[first_added]
-    assert (column[1], column[2], column[4]) == ("usage_estimated", "INTEGER", None)
+    column = [c for c in info if c[1] == "usage_estimated"]
+    assert [(c[2], c[4]) for c in column] == [("INTEGER", None)]
+    assert info.index(column[0]) == names.index("usage_estimated")
 
 
 def test_the_field_is_a_bool_or_none() -> None:
