@@ -1,8 +1,9 @@
-"""Master keys and the places credentials travel in a request.
+"""Master keys, JWTs, and the places credentials travel in a request.
 
 A master key is ``lmk_`` followed by 43 URL-safe characters (32 random bytes). Only its
 SHA-256 is stored. The Hugging Face SDK routes by the ``hf_`` prefix of its token, so
-``hf_lmk_…`` is accepted as the same master key.
+``hf_lmk_…`` is accepted as the same master key. A JWT (`identity.jwt`) travels in the same
+places; only a value of its shape is tried as one.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import secrets
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
@@ -20,6 +22,12 @@ from llamakey.providers import Carrier
 
 MASTER_PREFIX = "lmk_"
 HF_PREFIX = "hf_"
+# A JWS compact serialisation: three base64url parts, header and payload JSON objects ('{"' is
+# "eyJ"). Only a value of this shape is tried as a JWT, and anything of it is scrubbed.
+JWT_PATTERN = r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
+_JWT = re.compile(JWT_PATTERN)
+MAX_JWT_LENGTH = 16 * 1024
+JWT_MARKER = "jwt..."
 
 _HEADER_CARRIERS = (
     Carrier.BEARER,
@@ -61,6 +69,16 @@ def marker(key: str, user: str | None) -> str:
     """What mitmweb, saved flows and logs show instead of a key: ``lmk_...9f3a (alice)``."""
     tail = key[-4:] if len(key) >= 12 else ""
     return f"{MASTER_PREFIX}...{tail} ({user or 'unknown'})"
+
+
+def is_jwt_shaped(value: str) -> bool:
+    return len(value) <= MAX_JWT_LENGTH and _JWT.fullmatch(value) is not None
+
+
+def jwt_marker(user: str | None) -> str:
+    """What stands in for a JWT wherever a flow is shown: ``jwt... (alice)``. No part of the
+    token is in it (its tail is its signature; its head is the same for everyone)."""
+    return f"{JWT_MARKER} ({user or 'unknown'})"
 
 
 def presented(request: http.Request) -> list[tuple[Carrier, str]]:

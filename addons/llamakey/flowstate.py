@@ -23,6 +23,7 @@ from mitmproxy import http
 
 from llamakey.providers import Carrier, ErrorShape, Provider
 from llamakey.refusals import Refusal, refusal_response
+from llamakey.rules.policy import UserPolicy
 from llamakey.usage import ApiFlavor, Usage
 
 # flow.metadata keys of the mirror (values stay tnetstring-serialisable: saved flows carry them).
@@ -59,6 +60,7 @@ class FlowState:
     groups: tuple[str, ...] = ()
     carriers: list[Carrier] = field(default_factory=list)  # where the client put credentials
     marker: str = ""  # what stands in for the credential wherever the flow is shown
+    policy: UserPolicy | None = None  # a JWT identity's rules, when its token set its groups
     # the gates a request must pass before the real key goes in, each set by its own step
     authenticated: bool = False
     authorized: bool = False

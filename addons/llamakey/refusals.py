@@ -25,6 +25,9 @@ class Refusal(StrEnum):
     UNKNOWN_KEY = "unknown_master_key"
     DISABLED = "user_disabled"
     EXPIRED = "key_expired"
+    INVALID_JWT = "invalid_jwt"  # a bearer JWT that does not verify (README "JWT identities")
+    UNKNOWN_IDENTITY = "unknown_jwt_identity"  # a valid JWT naming no user
+    JWKS_UNAVAILABLE = "jwks_unavailable"  # the identity provider's keys could not be fetched
     MISDIRECTED = "misdirected"
     NOT_HTTPS = "not_https"
     BLOCKED_HOST = "blocked_host"
@@ -69,6 +72,9 @@ STATUS: dict[Refusal, int] = {
     Refusal.UNKNOWN_KEY: 401,
     Refusal.DISABLED: 401,
     Refusal.EXPIRED: 401,
+    Refusal.INVALID_JWT: 401,
+    Refusal.UNKNOWN_IDENTITY: 401,
+    Refusal.JWKS_UNAVAILABLE: 503,
     Refusal.MISDIRECTED: 421,
     Refusal.NOT_HTTPS: 400,
     Refusal.BLOCKED_HOST: 403,
@@ -97,7 +103,12 @@ a longer window about to reset) tells SDKs to retry (`x-should-retry: true`); th
 SDKs wait the `Retry-After` they are given up to about a minute. A longer wait is not worth
 a client blocked in a retry loop: `x-should-retry: false`."""
 _TRANSIENT = frozenset(
-    {Refusal.AUDIT_UNAVAILABLE, Refusal.STORE_UNAVAILABLE, Refusal.CREDENTIAL_UNAVAILABLE}
+    {
+        Refusal.AUDIT_UNAVAILABLE,
+        Refusal.STORE_UNAVAILABLE,
+        Refusal.JWKS_UNAVAILABLE,
+        Refusal.CREDENTIAL_UNAVAILABLE,
+    }
 )
 
 

@@ -1,4 +1,4 @@
-"""Masking secrets: real provider keys and anything shaped like a master key.
+"""Masking secrets: real provider keys and anything shaped like a master key or a JWT.
 
 One `Scrubber` serves the log records, mitmweb's output, kept bodies and headers, and the audit
 log's bodies, so a key that reaches any of them comes out the same way. A `StreamScrubber`
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from llamakey.credentials import marker, normalise
+from llamakey.credentials import JWT_PATTERN, jwt_marker, marker, normalise
 
 # Anything that looks like a master key, for scrubbing text we did not write ourselves.
 MASTER_KEY_PATTERN = r"(?:hf_)?lmk_[A-Za-z0-9_-]{16,}"
@@ -27,18 +27,20 @@ _MAX_HOLD = 256  # never hold back more than this: longer runs are no key of our
 
 
 class Scrubber:
-    """Replaces real provider keys and anything shaped like a master key."""
+    """Replaces real provider keys and anything shaped like a master key or a JWT."""
 
     def __init__(self, real_keys: Iterable[str]) -> None:
         keys = sorted({k for k in real_keys if len(k) >= 8}, key=len, reverse=True)
-        alternatives = [re.escape(k) for k in keys] + [MASTER_KEY_PATTERN]
+        alternatives = [re.escape(k) for k in keys] + [MASTER_KEY_PATTERN, JWT_PATTERN]
         self._text = re.compile("|".join(alternatives))
         self._bytes = re.compile("|".join(alternatives).encode())
         self._real = frozenset(keys)
         self._real_bytes = (
             re.compile("|".join(re.escape(k) for k in keys).encode()) if keys else None
         )
-        self._master_bytes = re.compile(MASTER_KEY_PATTERN.encode())
+        # Master keys and JWTs in a streamed body. Unlike a master key's, a JWT's beginning is
+        # not held back at a chunk's end: a JWT never goes upstream, so no provider echoes one.
+        self._master_bytes = re.compile(f"{MASTER_KEY_PATTERN}|{JWT_PATTERN}".encode())
         encoded = [k.encode() for k in keys]
         # Every proper beginning of a real key: a chunk ending in one may continue the key.
         self.real_prefixes = frozenset(k[:n] for k in encoded for n in range(1, len(k)))
@@ -48,6 +50,8 @@ class Scrubber:
     def _replacement(self, found: str) -> str:
         if found in self._real:
             return "[provider key redacted]"
+        if found.startswith("eyJ"):
+            return jwt_marker(None)
         return marker(normalise(found), None)
 
     def text(self, value: str) -> str:
@@ -69,7 +73,7 @@ class Scrubber:
         return self._real_bytes.sub(lambda m: b"*" * len(m.group(0)), value)
 
     def mask_master(self, value: bytes) -> bytes:
-        """`value` with everything shaped like a master key masked."""
+        """`value` with everything shaped like a master key or a JWT masked."""
         return self._master_bytes.sub(lambda m: b"*" * len(m.group(0)), value)
 
     def stream(self) -> StreamScrubber:

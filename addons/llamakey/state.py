@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from llamakey.config import ResolvedProvider, Settings
 from llamakey.flowstate import FlowState, FlowStates
-from llamakey.identity import MasterKeys
+from llamakey.identity import JwtIdentities, MasterKeys
 from llamakey.providers import BUILTIN_PROVIDERS, Provider
 from llamakey.scrub import Scrubber
 
@@ -18,12 +18,14 @@ class GatewayState:
     settings: Settings | None = None
     scrubber: Scrubber = field(default_factory=lambda: Scrubber(()))
     master_keys: MasterKeys = field(default_factory=MasterKeys)
+    jwt: JwtIdentities | None = None  # `[jwt]`: bearer JWTs as identities
     flows: FlowStates = field(default_factory=FlowStates)
 
     def install(self, settings: Settings) -> None:
         self.settings = settings
         self.scrubber = Scrubber(settings.real_keys)
         self.master_keys = MasterKeys(settings.users_by_hash)
+        self.jwt = JwtIdentities.of(settings, self.jwt)
 
     def provider_entry(self, flow: FlowState) -> Provider:
         """The catalogue entry of the provider a flow went to (for a routed flow, that of the

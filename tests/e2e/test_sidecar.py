@@ -348,8 +348,9 @@ def test_a_ca_of_its_own_that_misses_hosts_is_kept_and_said(
     assert "api.anthropic.com" in warning and "api.openai.com" not in warning
 
 
-# A token issuer standing in for the team's identity provider (the central proxy on this
-# branch takes master keys only: it refuses the token, which proves the token went to it).
+# A token issuer standing in for the team's identity provider. This central proxy has no [jwt]
+# table, so it refuses the token, which proves the token (not the placeholder) went to it; a
+# central proxy that verifies and accepts it: tests/e2e/test_jwt.py.
 ISSUER = (
     "import jwt, time; "
     "print(jwt.encode({'sub': 'ci', 'exp': int(time.time()) + 3600}, 'k' * 32, algorithm='HS256'))"

@@ -259,6 +259,23 @@ async def test_a_reload_says_what_changed(
             assert await loader.reload_if_changed() is True
         assert reloaded_line(caplog).endswith(": no change in effect")
 
+        # [jwt] added, then one of its settings changed; the JWKS cache outlives a reload.
+        jwt = (
+            '\n[jwt]\nissuer = "https://idp.example"\naudience = ["lmk"]\n'
+            'algorithms = ["RS256"]\njwks_url = "https://idp.example/keys"\n'
+        )
+        for text, said in (
+            (edited + jwt, "other settings changed: jwt"),
+            (edited + jwt.replace('["lmk"]', '["lmk2"]'), "other settings changed: jwt.audience"),
+        ):
+            before = state.jwt
+            caplog.clear()
+            rewrite(path, text)
+            with caplog.at_level(logging.INFO):
+                assert await loader.reload_if_changed() is True
+            assert reloaded_line(caplog).endswith(said)
+        assert state.jwt is not None and before is not None and state.jwt.keys is before.keys
+
 
 async def test_the_proxy_warns_of_a_literal_key_at_start_never_showing_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

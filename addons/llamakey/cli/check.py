@@ -32,12 +32,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         for d in model.deployments:
             held = f"{len(d.keys)} key(s)" if d.keys else f"NO KEY ({d.missing_key})"
             print(f"  {d.name:<12} {d.kind} {d.authority}, weight {d.weight}: {held}")
-    users = settings.users_by_hash.values()
+    users = settings.users.values()
     active = sum(1 for u in users if not u.disabled)
     print(
         f"users: {len(users)} ({active} active; users file {settings.users_path}); "
         f"groups: {', '.join(settings.file.groups) or 'none'}"
     )
+    if (jwt := settings.file.jwt) is not None:
+        source = jwt.jwks_url or f"{jwt.public_key_file} (PEM)"
+        unknown = "refused" if jwt.unknown_identity == "refuse" else f"group {jwt.unknown_identity}"
+        print(
+            f"jwt: issuer {jwt.issuer}, audience {', '.join(jwt.audience)}, "
+            f"{', '.join(jwt.algorithms)} keys from {source}; {len(settings.users_by_subject)} "
+            f"user(s) by {jwt.identity_claim}, other identities {unknown}"
+        )
     print(f"audit: {settings.audit_path if settings.file.audit.enabled else 'off'}")
     for warning in advice.warnings(settings):
         print(f"warning: {warning}")

@@ -112,7 +112,10 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     _check_name(args.name)
     expires = _expiry(args.expires)
     groups = list(dict.fromkeys(args.group or []))
-    key = credentials.new_master_key()
+    subject: str | None = args.jwt_subject
+    if subject is not None and not subject.strip():
+        usage_error("--jwt-subject: give the identity claim's value (e.g. the user's oid)")
+    key = None if subject is not None else credentials.new_master_key()
     with _users_file(args.config) as (settings, doc):
         if args.name in settings.file.users:
             raise _fail(f"users.{args.name} exists in {settings.path}")
@@ -127,7 +130,15 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
                     f"users.{args.name}.groups: no group {group!r}; add a [groups.{group}] "
                     f"table to {settings.path} first"
                 )
-        edit.add_user(doc, args.name, credentials.key_sha256(key), groups, expires)
+        digest = credentials.key_sha256(key) if key is not None else None
+        edit.add_user(doc, args.name, digest, groups, expires, subject)
+    if key is None:
+        print(
+            f"# {args.name} is the JWT identity {subject!r} ([jwt] identity_claim), with no "
+            f"master key (`lmk keys rotate {args.name}` gives one).",
+            file=sys.stderr,
+        )
+        return 0
     print(key)
     print(_key_lines(args.name, settings, "The master key"), file=sys.stderr)
     return 0
@@ -212,7 +223,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     now = datetime.now(UTC)
     rows = [("NAME", "GROUPS", "STATUS", "EXPIRES")]
-    for user in sorted(settings.users_by_hash.values(), key=lambda u: u.name):
+    for user in sorted(settings.users.values(), key=lambda u: u.name):
         rows.append(
             (
                 user.name,
@@ -233,7 +244,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def _user_named(settings: config.Settings, name: str) -> config.User | None:
-    return next((u for u in settings.users_by_hash.values() if u.name == name), None)
+    return settings.users.get(name)
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -247,6 +258,11 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     new.add_argument(
         "--expires", metavar="YYYY-MM-DD", help="the key is refused from 00:00 UTC that day"
+    )
+    new.add_argument(
+        "--jwt-subject",
+        metavar="VALUE",
+        help="a JWT identity instead of a master key: the value of [jwt] identity_claim",
     )
     new.set_defaults(func=cmd_keys_new)
     for name, func, text in (

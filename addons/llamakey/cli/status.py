@@ -305,7 +305,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         usage_error(f"{args.name!r} is not a user name: expected {config.USER_NAME_RULE}")
     settings = load_settings(args.config)
     now = time.time()
-    users = sorted(settings.users_by_hash.values(), key=lambda u: u.name)
+    users = sorted(settings.users.values(), key=lambda u: u.name)  # JWT-only users too
     if args.name is not None:
         users = [u for u in users if u.name == args.name]
         if not users:

@@ -125,11 +125,13 @@ def save_users(
 def add_user(
     doc: tomlkit.TOMLDocument,
     name: str,
-    key_sha256: str,
+    key_sha256: str | None,
     groups: Iterable[str] = (),
     expires: date | None = None,
+    jwt_subject: str | None = None,
 ) -> None:
-    """Add ``[users.NAME]`` with the hash of the user's master key, their groups and expiry.
+    """Add ``[users.NAME]`` with the hash of the user's master key and/or the JWT identity
+    that is them (`jwt_subject`), their groups and expiry.
 
     Raises UserExistsError, leaving `doc` unchanged, if the user is there already.
     """
@@ -142,7 +144,10 @@ def add_user(
     if name in users:
         raise UserExistsError(f"users.{name} exists")
     user = tomlkit.table()
-    user["key_sha256"] = key_sha256
+    if key_sha256 is not None:
+        user["key_sha256"] = key_sha256
+    if jwt_subject is not None:
+        user["jwt_subject"] = jwt_subject
     if group_list := list(dict.fromkeys(groups)):
         user["groups"] = group_list
     if expires is not None:

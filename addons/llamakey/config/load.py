@@ -8,10 +8,13 @@ import itertools
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from llamakey.config import catalogue
 from llamakey.config.schema import (
@@ -37,6 +40,9 @@ from llamakey.providers import (
 from llamakey.rules import budgets, limits, policy
 from llamakey.rules.policy import UserPolicy
 
+JwtPublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+"""The public keys a JWT may be verified with (never a shared secret)."""
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -45,10 +51,11 @@ class User:
     """A person allowed through the proxy."""
 
     name: str
-    key_sha256: str
+    key_sha256: str | None  # None: no master key (a JWT identity only)
     groups: tuple[str, ...]
     disabled: bool
     expires: datetime | None
+    jwt_subject: str | None = None  # the JWT identity claim's value that is this user
 
     def refusal(self, now: datetime) -> str | None:
         """Why this user may not use the proxy now, or None."""
@@ -106,6 +113,15 @@ class Settings:
     providers: dict[str, ResolvedProvider]
     index: ProviderIndex
     users_by_hash: dict[str, User]
+    """The users with a master key, by its SHA-256."""
+    users: Mapping[str, User]
+    """Every user by name (master key, JWT identity or both)."""
+    users_by_subject: Mapping[str, User]
+    """The users with a `jwt_subject`, by it."""
+    jwt_public_key: JwtPublicKey | None
+    """`[jwt] public_key_file`, read and loaded."""
+    jwks_ca: Path | None
+    """`[jwt] jwks_ca`, resolved against the config's directory."""
     certs_dir: Path
     audit_path: Path
     users_path: Path
@@ -212,13 +228,23 @@ def resolve(
             extra_headers=extra,
         )
     users_path = base / file.proxy.users_file
-    users_by_hash = resolve_users(
+    users = resolve_users(
         file,
         users_file,
         str(path or DEFAULT_CONFIG_NAME),
         str(users_source or users_path),
     )
     config_source = str(path or DEFAULT_CONFIG_NAME)
+    jwt = file.jwt
+    if (
+        jwt is not None
+        and jwt.unknown_identity != "refuse"
+        and jwt.unknown_identity not in file.groups
+    ):
+        raise ConfigError(
+            f"{config_source}: jwt.unknown_identity: got {jwt.unknown_identity!r}, expected "
+            f'"refuse" or a group with a [groups.{jwt.unknown_identity}] table'
+        )
     _check_policy_providers(
         file,
         users_file,
@@ -242,7 +268,13 @@ def resolve(
         file=file,
         providers=providers,
         index=index,
-        users_by_hash=users_by_hash,
+        users_by_hash={u.key_sha256: u for u in users.values() if u.key_sha256},
+        users=users,
+        users_by_subject={u.jwt_subject: u for u in users.values() if u.jwt_subject},
+        jwt_public_key=_public_key(base / jwt.public_key_file, config_source)
+        if jwt and jwt.public_key_file
+        else None,
+        jwks_ca=base / jwt.jwks_ca if jwt and jwt.jwks_ca else None,
         certs_dir=(base / file.proxy.certs_dir).resolve(),
         audit_path=(base / file.audit.path).resolve(),
         users_path=users_path.resolve(),
@@ -280,34 +312,42 @@ def _lists(table: PolicyTable) -> tuple[policy.ListsByProvider, policy.ListsByPr
 
 def _policies(file: ConfigFile, users_file: UsersFile) -> Mapping[str, UserPolicy]:
     """Every user's effective policy (README "Rules"), built once per load."""
-    defaults = _lists(file.defaults)
-    groups = {name: _lists(table) for name, table in file.groups.items()}
-    result: dict[str, UserPolicy] = {}
-    default_limits = _limit_specs(file.defaults, "defaults")
-    group_limits = {n: _limit_specs(t, f"groups.{n}") for n, t in file.groups.items()}
-    default_budgets = _budget_specs(file.defaults, "defaults")
-    group_budgets = {n: _budget_specs(t, f"groups.{n}") for n, t in file.groups.items()}
-    for name, user in {**file.users, **users_file.users}.items():
-        built = policy.build(
-            _lists(user),
-            ((f"groups.{g}", groups[g]) for g in user.groups if g in groups),
-            defaults,
-            f"users.{name}",
-        )
-        specs: list[tuple[limits.LimitSpec, str | None]] = [(s, None) for s in default_limits]
-        for group in dict.fromkeys(user.groups):
-            specs += [(s, group) for s in group_limits.get(group, ())]
-        specs += [(s, None) for s in _limit_specs(user, f"users.{name}")]
-        if specs:
-            built = replace(built, rate_limits=limits.compile_limits(name, user.groups, specs))
-        costs: list[tuple[budgets.BudgetSpec, str | None]] = [(s, None) for s in default_budgets]
-        for group in dict.fromkeys(user.groups):
-            costs += [(s, group) for s in group_budgets.get(group, ())]
-        costs += [(s, None) for s in _budget_specs(user, f"users.{name}")]
-        if costs:
-            built = replace(built, budgets=budgets.compile_budgets(name, user.groups, costs))
-        result[name] = built
-    return result
+    return {
+        name: policy_of(file, name, user.groups, user)
+        for name, user in {**file.users, **users_file.users}.items()
+    }
+
+
+def policy_of(
+    file: ConfigFile, name: str, groups: Iterable[str], own: PolicyTable | None
+) -> UserPolicy:
+    """The effective policy of user `name` in `groups` with their own table `own` (None: a JWT
+    identity no user names): `[defaults]`, then the groups, then their own table."""
+    groups = tuple(groups)
+    own = own or PolicyTable()
+    built = policy.build(
+        _lists(own),
+        ((f"groups.{g}", _lists(file.groups[g])) for g in groups if g in file.groups),
+        _lists(file.defaults),
+        f"users.{name}",
+    )
+    specs: list[tuple[limits.LimitSpec, str | None]] = [
+        (s, None) for s in _limit_specs(file.defaults, "defaults")
+    ]
+    costs: list[tuple[budgets.BudgetSpec, str | None]] = [
+        (s, None) for s in _budget_specs(file.defaults, "defaults")
+    ]
+    for group in dict.fromkeys(groups):
+        if (table := file.groups.get(group)) is not None:
+            specs += [(s, group) for s in _limit_specs(table, f"groups.{group}")]
+            costs += [(s, group) for s in _budget_specs(table, f"groups.{group}")]
+    specs += [(s, None) for s in _limit_specs(own, f"users.{name}")]
+    costs += [(s, None) for s in _budget_specs(own, f"users.{name}")]
+    if specs:
+        built = replace(built, rate_limits=limits.compile_limits(name, groups, specs))
+    if costs:
+        built = replace(built, budgets=budgets.compile_budgets(name, groups, costs))
+    return built
 
 
 def _limit_specs(table: PolicyTable, where: str) -> list[limits.LimitSpec]:
@@ -376,10 +416,10 @@ def resolve_users(
     file: ConfigFile, users_file: UsersFile, config_source: str, users_source: str
 ) -> dict[str, User]:
     """The users of the config's ``[users]`` (kept for compatibility) and of the users file,
-    indexed by key hash.
+    by name.
 
-    Raises ConfigError, naming the file and TOML path, for a name in both files, a key shared
-    by two users, or a group with no ``[groups.G]`` table in the config.
+    Raises ConfigError, naming the file and TOML path, for a name in both files, a key or a
+    `jwt_subject` shared by two users, or a group with no ``[groups.G]`` table in the config.
     """
     tables: list[tuple[str, str, UserTable]] = [
         (config_source, name, user) for name, user in file.users.items()
@@ -392,13 +432,19 @@ def resolve_users(
             )
         tables.append((users_source, name, user))
     users: dict[str, User] = {}
+    holders: dict[tuple[str, str], str] = {}  # (field, value) -> the user name holding it
     sources: dict[str, str] = {}
     for source, name, user in tables:
-        if (other := users.get(user.key_sha256)) is not None:
-            where = "" if sources[other.name] == source else f" of {sources[other.name]}"
-            raise ConfigError(
-                f"{source}: users.{name}.key_sha256: same key as users.{other.name}{where}"
-            )
+        for what, value in (("key_sha256", user.key_sha256), ("jwt_subject", user.jwt_subject)):
+            if value is None:
+                continue
+            if (other := holders.get((what, value))) is not None:
+                where = "" if sources[other] == source else f" of {sources[other]}"
+                same = "key" if what == "key_sha256" else "JWT identity"
+                raise ConfigError(
+                    f"{source}: users.{name}.{what}: same {same} as users.{other}{where}"
+                )
+            holders[(what, value)] = name
         sources[name] = source
         for group in user.groups:
             if group not in file.groups:
@@ -406,14 +452,31 @@ def resolve_users(
                     f"{source}: users.{name}.groups: got {group!r}, expected a "
                     f"[groups.{group}] table in {config_source}"
                 )
-        users[user.key_sha256] = User(
+        users[name] = User(
             name=name,
             key_sha256=user.key_sha256,
             groups=tuple(user.groups),
             disabled=user.disabled,
             expires=_as_utc(user.expires),
+            jwt_subject=user.jwt_subject,
         )
     return users
+
+
+def _public_key(path: Path, source: str) -> JwtPublicKey:
+    """The PEM public key `[jwt] public_key_file` names (blocking read)."""
+    where = f"{source}: jwt.public_key_file {path}"
+    try:
+        loaded = load_pem_public_key(path.read_bytes())
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read: {error.strerror}") from None
+    except (ValueError, TypeError):
+        raise ConfigError(f"{where}: not a PEM public key") from None
+    if not isinstance(
+        loaded, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+    ):
+        raise ConfigError(f"{where}: expected an RSA, EC or Ed25519 public key")
+    return loaded
 
 
 def _merge_provider(name: str, builtin: Provider | None, table: ProviderTable) -> Provider:

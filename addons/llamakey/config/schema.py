@@ -155,9 +155,12 @@ def is_user_name(name: str) -> bool:
 
 
 class UserTable(PolicyTable):
-    """[users.NAME]: one person and the SHA-256 of their master key, and their own rules."""
+    """[users.NAME]: one person, how they prove who they are (the SHA-256 of their master key,
+    the identity claim of their JWT, or both), and their own rules."""
 
-    key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    jwt_subject: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """The value of `[jwt] identity_claim` (``oid``, ``sub``, ``email``…) that is this user."""
     groups: list[str] = []
     disabled: bool = False
     expires: date | datetime | None = None
@@ -176,6 +179,80 @@ class UserTable(PolicyTable):
                 except ValueError:
                     pass
         raise ValueError("expected a TOML date (2027-01-01) or date-time (2027-01-01T09:00:00Z)")
+
+    @model_validator(mode="after")
+    def _some_credential(self) -> UserTable:
+        if self.key_sha256 is None and self.jwt_subject is None:
+            raise ValueError(
+                "expected key_sha256 (a master key, `lmk keys new`) or jwt_subject (a JWT "
+                "identity), or both"
+            )
+        return self
+
+
+# The asymmetric algorithms PyJWT verifies with a public key (JWKS or PEM). `none` and the HMAC
+# ones are refused by name: a shared secret is no public key, and a public key used as an HMAC
+# secret is the classic forgery (anyone holding the public key signs).
+JwtAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+
+
+class JwtTable(_Strict):
+    """[jwt]: bearer JWTs from an identity provider, accepted wherever a master key is
+    (README "JWT identities")."""
+
+    issuer: Annotated[str, Field(min_length=1)]
+    """The exact ``iss`` a token must carry."""
+    audience: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    """The ``aud`` values accepted (a token naming any one of them passes)."""
+    algorithms: Annotated[list[JwtAlgorithm], Field(min_length=1)]
+    """The signature algorithms accepted: an explicit list, never ``none`` or HMAC."""
+    jwks_url: str | None = None
+    """Where the identity provider publishes its keys (https://…/keys)."""
+    public_key_file: str | None = None
+    """Or one PEM public key (relative to the config file)."""
+    jwks_ca: str | None = None
+    """An extra CA to trust for `jwks_url` (added to certifi's roots)."""
+    jwks_cache_seconds: Annotated[int, Field(ge=1)] = 3600
+    """The key set is fetched again when it is this old."""
+    jwks_refresh_seconds: Annotated[int, Field(ge=0)] = 60
+    """At most one fetch per this interval for a token whose ``kid`` is not in the key set."""
+    jwks_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    leeway_seconds: Annotated[int, Field(ge=0, le=300)] = 30
+    """Clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
+    identity_claim: Annotated[str, Field(min_length=1)] = "sub"
+    """The claim naming the person: matched against `users.NAME.jwt_subject`."""
+    groups_claim: Annotated[str, Field(min_length=1)] | None = None
+    """A claim holding a list of group names; those defined in [groups] are added."""
+    unknown_identity: Annotated[str, Field(min_length=1)] = "refuse"
+    """An identity no user names: "refuse" (401), or the [groups] group it gets."""
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _no_symmetric(cls, value: object) -> object:
+        for name in value if isinstance(value, list) else ():
+            if isinstance(name, str) and name.lower() == "none":
+                raise ValueError("'none' is never accepted: every token must be signed")
+            if isinstance(name, str) and name.upper().startswith("HS"):
+                raise ValueError(
+                    f"{name!r} is an HMAC algorithm: it needs a shared secret, and keys here "
+                    "are public (a public key used as an HMAC secret lets anyone sign)"
+                )
+        return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError("expected an https:// URL (http:// only on a trusted network)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtTable:
+        if (self.jwks_url is None) == (self.public_key_file is None):
+            raise ValueError("expected exactly one of jwks_url or public_key_file")
+        return self
 
 
 class GroupTable(PolicyTable):
@@ -353,6 +430,8 @@ class ConfigFile(_Strict):
     prices: dict[str, PriceTable] = {}
     state: StateTable = StateTable()
     alerts: AlertsTable = AlertsTable()
+    jwt: JwtTable | None = None
+    """Bearer JWTs as identities; absent: master keys only."""
     models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelTable] = {}
     """The model catalogue: requests to api.openai.com for these names go to their deployments."""
 

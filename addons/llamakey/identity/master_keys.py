@@ -26,7 +26,7 @@ class MasterKeys:
             return None
         digest = credentials.key_sha256(key)
         user = self._users_by_hash.get(digest)
-        if user is None or not hmac.compare_digest(user.key_sha256, digest):
+        if user is None or not hmac.compare_digest(user.key_sha256 or "", digest):
             return None
         return user
 

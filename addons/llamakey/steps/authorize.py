@@ -51,7 +51,7 @@ class Authorize:
             shape = self._shape(state)
             state.refuse(flow, shape, refusal, message)
             return None
-        policy = settings.policies.get(state.user or "")
+        policy = state.policy or settings.policies.get(state.user or "")
         if policy is not None and (policy.rate_limits or policy.budgets):
             provider = state.provider or ""
             applicable = [r for r in policy.rate_limits if r.applies(provider, state.model)]
@@ -84,7 +84,7 @@ class Authorize:
         target = request.data.path
         if (problem := canonical_problem(target)) is not None:
             return Refusal.PATH_NOT_CANONICAL, f"{problem}; write the path as the API documents it"
-        policy = settings.policies.get(state.user or "")
+        policy = state.policy or settings.policies.get(state.user or "")
         if policy is None:  # an authenticated user always has one: fail closed
             return Refusal.ENDPOINT_NOT_ALLOWED, "no policy is loaded for this user"
         if not policy.restricted:

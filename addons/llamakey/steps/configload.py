@@ -121,7 +121,11 @@ def _other_settings(old: config.ConfigFile, new: config.ConfigFile) -> list[str]
         if section == "users":
             continue
         before, after = getattr(old, section), getattr(new, section)
-        if isinstance(before, BaseModel):  # [proxy], [audit], [limits]
+        if before is None or after is None:  # an optional table ([jwt]) added or removed
+            if before != after:
+                changed.append((section,))
+            continue
+        if isinstance(before, BaseModel):  # [proxy], [audit], [limits], [jwt]
             changed += [
                 (section, name)
                 for name in type(before).model_fields
@@ -148,8 +152,8 @@ def describe_changes(old: config.Settings, new: config.Settings) -> str:
     gained or lost their real keys (or whose keys changed); every other setting by its TOML
     path. Names only: never a key, a key's hash or any other value."""
     parts: list[str] = []
-    before = {u.name: u for u in old.users_by_hash.values()}
-    after = {u.name: u for u in new.users_by_hash.values()}
+    before = dict(old.users)
+    after = dict(new.users)
     for what, names in (
         ("users added", after.keys() - before.keys()),
         ("users removed", before.keys() - after.keys()),

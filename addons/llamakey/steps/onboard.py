@@ -152,8 +152,10 @@ class Onboard:
         if scheme.lower() == "bearer" and token.strip():
             found = credentials.normalise(token.strip())
             user = self.state.master_keys.find(found)
-            headers["authorization"] = "Bearer " + credentials.marker(
-                found, user.name if user else None
+            headers["authorization"] = "Bearer " + (
+                credentials.jwt_marker(None)  # `/env` is for master keys; no part of a JWT shows
+                if credentials.is_jwt_shaped(found)
+                else credentials.marker(found, user.name if user else None)
             )
         proxy_auth = credentials.proxy_credentials(headers.pop("proxy-authorization", None))
         if found is None and proxy_auth is not None:

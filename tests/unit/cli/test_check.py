@@ -8,6 +8,7 @@ import pytest
 
 from llamakey import ca
 from llamakey.providers import BUILTIN_PROVIDERS
+from tests.jwks_server import SigningKey
 from tests.unit.cli.helpers import lmk, lmk_fails, new_key
 
 
@@ -175,6 +176,26 @@ def test_check_reports_a_ca_key_others_can_read(
     status, lines = check_ca(cfg, capsys)
     assert status == 1
     assert f"chmod 600 {certs / ca.CA_KEY_FILE}" in lines[1]
+
+
+def test_check_summarises_the_jwt_table_and_refuses_a_bad_key_file(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jwt = (
+        '\n[jwt]\nissuer = "https://login.example/v2.0"\naudience = ["api://lmk"]\n'
+        'algorithms = ["ES256"]\npublic_key_file = "idp.pem"\nunknown_identity = "research"\n'
+    )
+    cfg.write_text(cfg.read_text() + jwt)
+    (cfg.parent / "idp.pem").write_text("not a key")
+    error = lmk_fails(cfg, "check")
+    assert "jwt.public_key_file" in error and "not a PEM public key" in error
+    (cfg.parent / "idp.pem").write_bytes(SigningKey.ec("k").public_pem())
+    assert lmk(cfg, "check") == 0
+    out = capsys.readouterr().out
+    assert (
+        "jwt: issuer https://login.example/v2.0, audience api://lmk, ES256 keys from idp.pem "
+        "(PEM); 0 user(s) by sub, other identities group research" in out
+    )
 
 
 def test_check_lists_each_catalogued_model_and_its_deployments(

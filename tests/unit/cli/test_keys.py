@@ -490,3 +490,21 @@ def test_keys_list_says_expired_from_today(
     assert lmk(cfg, "keys", "list") == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert rows == [["new", "-", "active", tomorrow], ["old", "-", "expired", yesterday]]
+
+
+def test_keys_new_with_a_jwt_subject_makes_a_user_with_no_master_key(
+    cfg: Path, users: Path, capsys: pytest.CaptureFixture[str], unchanged_config: None
+) -> None:
+    subject = "5f0c9e7a-1111-2222-3333-444455556666"
+    assert lmk(cfg, "keys", "new", "carol", "--group", "research", "--jwt-subject", subject) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "JWT identity" in err and "lmk keys rotate carol" in err
+    assert data(users)["users"]["carol"] == {"jwt_subject": subject, "groups": ["research"]}
+    carol = config.load(cfg).users["carol"]
+    assert (carol.key_sha256, carol.jwt_subject) == (None, subject)
+    assert lmk(cfg, "keys", "list") == 0
+    assert re.search(r"^carol +research +active", capsys.readouterr().out, re.MULTILINE)
+    assert lmk(cfg, "keys", "rotate", "carol") == 0  # she gets a master key beside it
+    key = capsys.readouterr().out.strip()
+    assert config.load(cfg).users_by_hash[sha256(key)].jwt_subject == subject
+    assert "--jwt-subject" in usage_fails(cfg, capsys, "keys", "new", "dave", "--jwt-subject", " ")

@@ -94,7 +94,7 @@ def test_a_group_the_config_does_not_define_is_refused_naming_both(cfg: Path, us
     [
         (user("alice", ALICE_KEY, "colour = 1"), "users.alice.colour", "unknown key"),
         ('[users.alice]\nkey_sha256 = "nothex"\n', "users.alice.key_sha256", "'nothex'"),
-        ("[users.alice]\ngroups = []\n", "users.alice.key_sha256", "Field required"),
+        ("[users.alice]\ngroups = []\n", "users.alice", "expected key_sha256 (a master key"),
         (user("alice", ALICE_KEY, 'disabled = "maybe"'), "users.alice.disabled", "bool"),
         (user("alice", ALICE_KEY, 'expires = "soon"'), "users.alice.expires", "'soon'"),
         (user("alice", ALICE_KEY, 'groups = "research"'), "users.alice.groups", "list"),
