@@ -304,11 +304,63 @@ def gateway_available(lmk: Path) -> str | None:
     return None
 
 
+class OtlpSink:
+    """A local OTLP/HTTP traces receiver that accepts every export and discards it, counting
+    the requests, bytes and spans (for ``--traces``). It runs on a thread of this runner, so
+    its CPU is not the proxy's."""
+
+    def __init__(self, port: int) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        self.requests = self.bytes = self.spans = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                spans = sum(
+                    len(scope.spans)
+                    for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+                    for scope in resource.scope_spans
+                )
+                sink.requests, sink.bytes, sink.spans = (
+                    sink.requests + 1,
+                    sink.bytes + len(body),
+                    sink.spans + spans,
+                )
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.endpoint = f"http://127.0.0.1:{port}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def write_gateway_config(
-    d: Path, port: int, mock_port: int, mock_ca: Path, *, audit: bool = True, rules: bool = False
+    d: Path,
+    port: int,
+    mock_port: int,
+    mock_ca: Path,
+    *,
+    audit: bool = True,
+    rules: bool = False,
+    traces_endpoint: str | None = None,
 ) -> tuple[Path, str]:
     """A config with one user and every addon on (the audit log unless `audit` is False; the
-    policy of `POLICY` with `rules`); returns (path, master key)."""
+    policy of `POLICY` with `rules`; spans exported to `traces_endpoint` when given); returns
+    (path, master key)."""
     d.mkdir(parents=True, exist_ok=True)
     key = "lmk_" + secrets.token_urlsafe(32)
     digest = hashlib.sha256(key.encode()).hexdigest()
@@ -337,6 +389,11 @@ upstream_ca = "{mock_ca}"
 [users.bench]
 key_sha256 = "{digest}"
 {USER_POLICY if rules else ""}"""
+        + (
+            f'\n[traces]\nenabled = true\nendpoint = "{traces_endpoint}"\n'
+            if traces_endpoint
+            else ""
+        )
     )
     return cfg, key
 
@@ -423,6 +480,7 @@ class Bench:
         self.idle_rss: dict[str, int] = {}
         self.runs: list[Run] = []
         self.memory: dict[str, dict[str, Any]] = {}
+        self.sink: OtlpSink | None = None  # --traces: where the gateway's spans go
 
     # ---- start-up
 
@@ -551,6 +609,8 @@ class Bench:
     def start_gateway(self, lmk: Path, port: int, name: str = "gateway") -> None:
         """`lmk serve` as scenario `name`: "gateway" (no rules) or "rules" (`POLICY`)."""
         d = self.work / name
+        if self.args.traces and self.sink is None:  # one sink for both gateway scenarios
+            self.sink = OtlpSink(self.args.base_port + 5)
         cfg, key = write_gateway_config(
             d,
             port,
@@ -558,6 +618,7 @@ class Bench:
             self.mock_ca,
             audit=not self.args.no_audit,
             rules=name == "rules",
+            traces_endpoint=self.sink.endpoint if self.sink else None,
         )
         # The gateway runs the working tree (editable install), which moves while others work:
         # record what it started from, not what HEAD is when the run ends.
@@ -661,6 +722,8 @@ class Bench:
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+        if self.sink is not None:
+            self.sink.stop()
 
     # ---- workloads
 
@@ -1170,6 +1233,14 @@ def markdown(b: Bench, summary: dict[str, Any], info: dict[str, str]) -> str:
         f"{info['kernel']}, Python {info['python']}, mitmproxy {info['mitmproxy']}, "
         f"LiteLLM {info['litellm']}, gateway at commit {info['gateway_commit']}.",
         "",
+        f"Gateway: audit log {'off' if a.no_audit else 'on'}, traces "
+        + (
+            f"on ({b.sink.spans} spans in {b.sink.requests} OTLP/HTTP exports, "
+            f"{b.sink.bytes / 2**20:.1f} MiB, to a local sink that discards them)."
+            if b.sink is not None
+            else "off."
+        ),
+        "",
         "### Non-streaming chat completions",
         "",
         "| workload | scenario | req/s (median) | p50 ms | p90 ms | p99 ms | proxy CPU ms/req | "
@@ -1364,6 +1435,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-audit",
         action="store_true",
         help="run the gateway with [audit] enabled = false (to measure what the audit log costs)",
+    )
+    p.add_argument(
+        "--traces",
+        action="store_true",
+        help="run the gateway with [traces] on, exporting every span over OTLP/HTTP to a local "
+        "sink that discards them (base port + 5; to measure what tracing costs)",
     )
     a = p.parse_args(argv)
     if a.quick:

@@ -90,6 +90,8 @@ class Gateway:
     audit_table: Mapping[str, object] = field(default_factory=dict)
     providers_without_keys: Iterable[str] = ()
     extra_toml: str = ""
+    group_tables: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    """Settings of the `research` and `ops` groups' tables, e.g. {"research": {"traces": …}}."""
     command: str = "serve"
     extra_args: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
@@ -129,7 +131,11 @@ class Gateway:
             lines.append(f'connect_to = "{host}:{port}"')
             lines.append(f'upstream_ca = "{self.upstream_ca}"')
             lines.append("")
-        lines += ["[groups.research]", "[groups.ops]", "", "[users]", self.extra_toml]
+        for group in ("research", "ops"):
+            lines.append(f"[groups.{group}]")
+            settings = self.group_tables.get(group, {})
+            lines += [f"{key} = {_toml(value)}" for key, value in settings.items()]
+        lines += ["", "[users]", self.extra_toml]
         self.config.write_text("\n".join(lines) + "\n")
 
     def environment(self) -> dict[str, str]:

@@ -20,8 +20,9 @@ def _variable_for(provider: str) -> str:
 
 
 def literal_keys(settings: Settings) -> list[str]:
-    """One warning per provider key written into the file itself instead of a ``${VAR}``
-    reference: whoever reads the file (its backups, its history in version control) has it."""
+    """One warning per provider key, or trace destination credential header, written into the
+    file itself instead of a ``${VAR}`` reference: whoever reads the file (its backups, its
+    history in version control) has it."""
     where = settings.path or "the configuration"
     tables = [
         (f"providers.{name}", _variable_for(name), table.keys)
@@ -47,7 +48,24 @@ def literal_keys(settings: Settings) -> list[str]:
                 f"proxy's environment instead ({variable}=...) and write "
                 f'keys = ["${{{variable}}}"]'
             )
+    traces = settings.file.traces
+    headers = [("traces", traces.headers)] + [
+        (f"traces.destinations.{name}", d.headers)
+        for name, d in sorted(traces.destinations.items())
+    ]
+    for section, values in headers:
+        for header, value in values.items():
+            if _CREDENTIAL_HEADER.search(header) and value.strip() and not _ENV_REF.search(value):
+                warnings.append(
+                    f"{section}.headers.{header} in {where} is a literal credential, not a "
+                    "${VAR} reference: whoever can read the file has it. Put it in the proxy's "
+                    f'environment and write {header} = "…${{VAR}}"'
+                )
     return warnings
+
+
+# Headers that carry a collector's credentials (Authorization, x-api-key, x-honeycomb-team, …).
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|team|password", re.IGNORECASE)
 
 
 def literal_alert_secret(settings: Settings) -> list[str]:

@@ -78,6 +78,8 @@ class FlowState:
     client_disconnected: bool = False
     usage: Usage | None = None
     cost_usd: float | None = None
+    bodies: tuple[str | None, str | None] | None = None  # request and answer text, redacted
+    # (made once for the audit log's bodies and the spans: steps.audit.redacted_bodies)
     # budgets while a stream flows (README "Budgets")
     allowance: StreamAllowance | None = None  # set by the rate limits for a watched stream
     output_estimate: int = 0  # output tokens streamed so far, by `usage.cut.OutputCount`

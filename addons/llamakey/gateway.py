@@ -3,10 +3,10 @@
 (a replay starts over) -> identify the provider -> authenticate -> authorize -> write the audit
 row ahead -> route a catalogued model to its deployments -> swap in the real key -> (upstream)
 -> stream and meter -> settle usage and cost -> settle rate limits -> complete the audit row ->
-redact -> announce. mitmproxy calls each hook along the list in this order, so for every hook
-the steps run as the data path reads: `request` reaches the key swap only after authorize and
-the write-ahead row, `response` completes the row only after meter and settle, and the line per
-request is logged from the settled flow.
+queue the span -> redact -> announce. mitmproxy calls each hook along the list in this order,
+so for every hook the steps run as the data path reads: `request` reaches the key swap only
+after authorize and the write-ahead row, `response` completes the row only after meter and
+settle, and the line per request is logged from the settled flow.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from llamakey.steps.redact import Redact
 from llamakey.steps.replay import StartOver
 from llamakey.steps.route import RouteToDeployment
 from llamakey.steps.settle import Settle
+from llamakey.steps.trace import Trace
 
 
 def gateway_addons(state: GatewayState | None = None) -> list[object]:
@@ -51,6 +52,7 @@ def gateway_addons(state: GatewayState | None = None) -> list[object]:
         Settle(state),
         limits,  # owns the counter store; settles token limits to the real usage
         CompleteAudit(state, audit_log),
+        Trace(state),  # a span per ended call, queued for its destination's exporter thread
         Redact(state),
         Announce(state),
     ]

@@ -47,6 +47,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"user(s) by {jwt.identity_claim}, other identities {unknown}"
         )
     print(f"audit: {settings.audit_path if settings.file.audit.enabled else 'off'}")
+    print(f"traces: {_traces(settings)}")
     for warning in advice.warnings(settings):
         print(f"warning: {warning}")
     return _check_ca(settings)
@@ -86,3 +87,16 @@ def add_parser(subparsers: Subparsers) -> None:
     subparsers.add_parser("check", help="validate the configuration and summarise it").set_defaults(
         func=cmd_check
     )
+
+
+def _traces(settings: config.Settings) -> str:
+    """Each destination of `[traces]` with its endpoint (never its headers), or "off"."""
+    if settings.traces is None:
+        return "off"
+    parts = [
+        f"{name} {d.endpoint}"
+        + (" with bodies" if d.include_bodies else "")
+        + (f" (NO SPANS: {d.missing})" if d.missing else "")
+        for name, d in sorted(settings.traces.destinations.items())
+    ]
+    return "; ".join(parts) or "on, but no destination (set traces.endpoint or name one)"

@@ -13,9 +13,13 @@ The package imports only lower layers (`llamakey.providers`, `llamakey.credentia
 """
 
 from llamakey.config.load import (
+    DEFAULT_TRACE_DESTINATION,
     KeyRing,
     ResolvedProvider,
     Settings,
+    TraceChoices,
+    TraceDestination,
+    TraceSettings,
     User,
     Webhook,
     default_path,
@@ -49,6 +53,7 @@ from llamakey.config.schema import (
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
+    "DEFAULT_TRACE_DESTINATION",
     "DEFAULT_USERS_NAME",
     "USER_NAME_PATTERN",
     "USER_NAME_RULE",
@@ -63,6 +68,9 @@ __all__ = [
     "ProxyTable",
     "ResolvedProvider",
     "Settings",
+    "TraceChoices",
+    "TraceDestination",
+    "TraceSettings",
     "User",
     "UserTable",
     "UsersFile",

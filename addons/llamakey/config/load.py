@@ -8,7 +8,7 @@ import itertools
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -55,6 +55,8 @@ class User:
     groups: tuple[str, ...]
     disabled: bool
     expires: datetime | None
+    traces: str | None = None
+    """Their own trace destination (README "Traces"); kept here so a reload reports its change."""
     jwt_subject: str | None = None  # the JWT identity claim's value that is this user
 
     def refusal(self, now: datetime) -> str | None:
@@ -90,6 +92,57 @@ class ResolvedProvider:
     connect_to: tuple[str, int] | None
     upstream_ca: Path | None
     extra_headers: Mapping[str, str]
+
+
+DEFAULT_TRACE_DESTINATION = "default"
+"""The name `traces = "…"` gives ``[traces]``'s own endpoint."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceDestination:
+    """One OTLP/HTTP receiver of spans, its headers expanded from the environment."""
+
+    name: str
+    where: str
+    """Its TOML table: ``traces`` or ``traces.destinations.NAME``."""
+    endpoint: str
+    headers: tuple[tuple[str, str], ...]
+    include_bodies: bool
+    missing: str | None
+    """Why it cannot export (a header's variable is unset), naming the setting; else None."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSettings:
+    """`[traces]` resolved: what the exporters are built from (equal after a reload that did
+    not touch it, so they are kept)."""
+
+    service_name: str
+    timeout_seconds: float
+    destinations: Mapping[str, TraceDestination]
+    max_body_chars: int = 32 * 1024
+    """Where a body in a span is cut (`traces.max_body_kb`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceChoices:
+    """The ``traces = "NAME"`` of users' and groups' tables, and the default destination."""
+
+    users: Mapping[str, str]
+    groups: Mapping[str, str]
+    default: str | None
+    """``[traces]``'s own endpoint (`DEFAULT_TRACE_DESTINATION`) if it has one."""
+
+    def destination(self, user: str | None, groups: Sequence[str]) -> str | None:
+        """Where a user's spans go: their own choice, else that of the first of their groups
+        (in the order their ``groups`` list gives) that names one, else the default. A flow
+        with no user (a refused key) goes to the default."""
+        if user is not None and (own := self.users.get(user)) is not None:
+            return own
+        for group in groups:
+            if (chosen := self.groups.get(group)) is not None:
+                return chosen
+        return self.default
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +183,10 @@ class Settings:
     """What the users file holds; `file.users` is what the config itself holds."""
     policies: Mapping[str, UserPolicy]
     """Each user's effective rules by name, compiled once per load (`rules.policy`)."""
+    traces: TraceSettings | None = None
+    """The span exporters' destinations; None when `[traces]` is off."""
+    trace_choices: TraceChoices = field(default_factory=lambda: TraceChoices({}, {}, None))
+    """Who sends spans where (`TraceChoices.destination`)."""
     webhook: Webhook | None = None
     """Where soft-limit alerts go (``[alerts]``), if anywhere."""
     models: catalogue.ModelCatalogue = field(default_factory=catalogue.ModelCatalogue)
@@ -144,9 +201,13 @@ class Settings:
 
     @property
     def real_keys(self) -> list[str]:
-        """Every real provider and deployment key: what the scrubber must never let out."""
+        """Every real provider and deployment key, and every header value sent to a trace
+        destination (its credentials): what the scrubber must never let out."""
         keys = [k for p in self.providers.values() if p.keyring for k in p.keyring.keys]
-        return keys + [k for d in self.models.deployments() for k in d.keys]
+        keys += [k for d in self.models.deployments() for k in d.keys]
+        if self.traces is not None:
+            keys += [v for d in self.traces.destinations.values() for _, v in d.headers]
+        return keys
 
 
 def _expand(value: str) -> tuple[str | None, list[str]]:
@@ -252,6 +313,7 @@ def resolve(
         config_source,
         str(users_source or users_path),
     )
+    traces, choices = _traces(file, users_file, config_source, str(users_source or users_path))
     index = ProviderIndex(p.provider for p in providers.values())
     models = catalogue.resolve_models(
         file.models,
@@ -261,6 +323,8 @@ def resolve(
         {n: (p.keyring.keys if p.keyring else (), p.missing_key) for n, p in providers.items()},
     )
     return Settings(
+        traces=traces,
+        trace_choices=choices,
         webhook=_webhook(file.alerts),
         policies=_policies(file, users_file),
         models=models,
@@ -280,6 +344,90 @@ def resolve(
         users_path=users_path.resolve(),
         users_file=users_file,
     )
+
+
+def _traces(
+    file: ConfigFile, users_file: UsersFile, config_source: str, users_source: str
+) -> tuple[TraceSettings | None, TraceChoices]:
+    """`[traces]` resolved (None when off), and who sends spans where (README "Traces").
+    Every ``traces = "NAME"`` must name a destination of the file, checked whether tracing
+    is on or not."""
+    table = file.traces
+    known = set(table.destinations)
+    if DEFAULT_TRACE_DESTINATION in known:
+        raise ConfigError(
+            f"{config_source}: traces.destinations.{DEFAULT_TRACE_DESTINATION}: the name "
+            f"{DEFAULT_TRACE_DESTINATION!r} is [traces]'s own endpoint; choose another"
+        )
+    if table.endpoint:
+        known.add(DEFAULT_TRACE_DESTINATION)
+    wanted = ["traces.include_bodies"] if table.include_bodies else []
+    wanted += [
+        f"traces.destinations.{name}.include_bodies"
+        for name, destination in table.destinations.items()
+        if destination.include_bodies
+    ]
+    if wanted and not file.audit.log_bodies:
+        raise ConfigError(
+            f"{config_source}: {', '.join(wanted)} = true needs audit.log_bodies = true "
+            "(prompts and completions leave the proxy only when the audit log keeps them)"
+        )
+    named: list[tuple[str, str, str | None]] = [
+        (config_source, f"groups.{n}", g.traces) for n, g in file.groups.items()
+    ]
+    users = {**file.users, **users_file.users}
+    named += [(config_source, f"users.{n}", u.traces) for n, u in file.users.items()]
+    named += [(users_source, f"users.{n}", u.traces) for n, u in users_file.users.items()]
+    for source, where, name in named:
+        if name is not None and name not in known:
+            expected = ", ".join(sorted(known)) or "none is defined"
+            raise ConfigError(
+                f"{source}: {where}.traces: got {name!r}, expected a [traces.destinations.NAME] "
+                f"table (defined: {expected})"
+            )
+    choices = TraceChoices(
+        users={n: u.traces for n, u in users.items() if u.traces is not None},
+        groups={n: g.traces for n, g in file.groups.items() if g.traces is not None},
+        default=DEFAULT_TRACE_DESTINATION if table.endpoint else None,
+    )
+    if not table.enabled:
+        return None, choices
+    destinations = {
+        name: _trace_destination(
+            name,
+            f"traces.destinations.{name}",
+            d.endpoint,
+            d.headers,
+            table.include_bodies if d.include_bodies is None else d.include_bodies,
+        )
+        for name, d in table.destinations.items()
+    }
+    if table.endpoint:
+        destinations[DEFAULT_TRACE_DESTINATION] = _trace_destination(
+            DEFAULT_TRACE_DESTINATION,
+            "traces",
+            table.endpoint,
+            table.headers,
+            table.include_bodies,
+        )
+    traces = TraceSettings(
+        table.service_name, table.timeout_seconds, destinations, table.max_body_kb * 1024
+    )
+    return traces, choices
+
+
+def _trace_destination(
+    name: str, where: str, endpoint: str, headers: Mapping[str, str], include_bodies: bool
+) -> TraceDestination:
+    expanded: list[tuple[str, str]] = []
+    unset: list[str] = []
+    for header, ref in headers.items():
+        value, missing = _expand(ref)
+        if value is not None:
+            expanded.append((header, value))
+        unset += [f"{where}.headers.{header} ({var})" for var in missing]
+    missing_text = f"{', '.join(unset)}: not set in the proxy's environment" if unset else None
+    return TraceDestination(name, where, endpoint, tuple(expanded), include_bodies, missing_text)
 
 
 def _webhook(alerts: AlertsTable) -> Webhook | None:
@@ -458,6 +606,7 @@ def resolve_users(
             groups=tuple(user.groups),
             disabled=user.disabled,
             expires=_as_utc(user.expires),
+            traces=user.traces,
             jwt_subject=user.jwt_subject,
         )
     return users

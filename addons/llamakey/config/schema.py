@@ -33,7 +33,15 @@ DEFAULT_CONFIG_NAME = "lmk_config.toml"
 DEFAULT_USERS_NAME = "lmk_users.toml"
 USER_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 USER_NAME_RULE = "a lowercase letter, then up to 63 of a-z 0-9 _ . -"
-_SECRET_FIELDS = {"keys", "extra_headers", "redis_url", "webhook_url", "headers", "secret"}
+_SECRET_FIELDS = {
+    "keys",
+    "extra_headers",
+    "redis_url",
+    "webhook_url",
+    "headers",
+    "secret",
+    "endpoint",
+}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 """A model, alias or deployment name of `[models]` (it appears in audit rows and logs)."""
 
@@ -146,6 +154,9 @@ class PolicyTable(_Strict):
     """Every applicable budget of every level applies (`rules.budgets`)."""
 
 
+TraceDestinationName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+"""A ``[traces.destinations.NAME]`` table's name."""
+
 UserName = Annotated[str, Field(pattern=USER_NAME_PATTERN)]
 """A user's name: it appears in logs, audit rows, markers and proxy credentials."""
 
@@ -163,6 +174,8 @@ class UserTable(PolicyTable):
     """The value of `[jwt] identity_claim` (``oid``, ``sub``, ``email``…) that is this user."""
     groups: list[str] = []
     disabled: bool = False
+    traces: TraceDestinationName | None = None
+    """Where this user's spans go, overriding their groups' (README "Traces")."""
     expires: date | datetime | None = None
     """Refused from then on: a date (00:00 UTC that day) or a date-time (UTC unless it says)."""
 
@@ -259,6 +272,8 @@ class GroupTable(PolicyTable):
     """[groups.NAME]: a set of users (rules and reports hang on groups)."""
 
     description: str = ""
+    traces: TraceDestinationName | None = None
+    """Where its members' spans go (README "Traces"): a ``[traces.destinations.NAME]``."""
 
 
 class AuditTable(_Strict):
@@ -308,6 +323,49 @@ class StateTable(_Strict):
         if self.backend == "redis" and self.redis_url is None:
             raise ValueError('backend = "redis" needs redis_url (e.g. "redis://127.0.0.1:6379/0")')
         return self
+
+
+def _check_otlp_endpoint(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#@]+(/\S*)?", value):
+        raise ValueError(
+            "expected the OTLP/HTTP traces URL, e.g. 'http://127.0.0.1:4318/v1/traces' "
+            "(credentials go in headers, not in the URL)"
+        )
+    return value
+
+
+OtlpEndpoint = Annotated[str, AfterValidator(_check_otlp_endpoint)]
+
+
+class TraceDestinationTable(_Strict):
+    """[traces.destinations.NAME]: an OTLP/HTTP receiver of its own (a team's Langfuse
+    project, say), chosen by ``traces = "NAME"`` in a group's or a user's table."""
+
+    endpoint: OtlpEndpoint
+    headers: dict[str, str] = {}
+    """Sent with every export (credentials: ``${VAR}`` references, as for provider keys)."""
+    include_bodies: bool | None = None
+    """Prompt and completion text to this destination; unset: ``traces.include_bodies``."""
+
+
+class TracesTable(_Strict):
+    """[traces]: OpenTelemetry spans of every provider call, exported over OTLP/HTTP."""
+
+    enabled: bool = False
+    endpoint: OtlpEndpoint | None = None
+    """The default destination: users whose groups and own table name none. Unset: only the
+    named destinations get spans."""
+    headers: dict[str, str] = {}
+    """Sent with every export to `endpoint` (``${VAR}`` references are expanded)."""
+    service_name: Annotated[str, Field(min_length=1)] = "llamakey"
+    include_bodies: bool = False
+    """Prompt and completion text in the spans; needs ``audit.log_bodies = true``."""
+    max_body_kb: Annotated[int, Field(gt=0, le=1024)] = 32
+    """Each body in a span is cut after this many KiB of text: spans wait in a queue of 2048
+    while a collector is down, and a batch of 512 must stay under the exporter's 64 MiB."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+    """How long one export may take, retries included (on the exporter's thread)."""
+    destinations: dict[TraceDestinationName, TraceDestinationTable] = {}
 
 
 class AlertsTable(_Strict):
@@ -429,6 +487,7 @@ class ConfigFile(_Strict):
     groups: dict[str, GroupTable] = {}
     prices: dict[str, PriceTable] = {}
     state: StateTable = StateTable()
+    traces: TracesTable = TracesTable()
     alerts: AlertsTable = AlertsTable()
     jwt: JwtTable | None = None
     """Bearer JWTs as identities; absent: master keys only."""
@@ -498,9 +557,12 @@ def _format_errors(
         if is_key:
             loc = loc[:-1]
         path = ".".join(str(p) for p in loc)
-        # Under [providers], a bare string or a misspelt field may hold a key.
-        secret = any(str(p) in _SECRET_FIELDS for p in loc) or (
-            loc[:1] == ("providers",) and (len(loc) <= 2 or item["type"] == "extra_forbidden")
+        # Under [providers], a bare string or a misspelt field may hold a key; under
+        # [traces], a misspelt field may hold a collector's credentials.
+        secret = (
+            any(str(p) in _SECRET_FIELDS for p in loc)
+            or (loc[:1] == ("providers",) and (len(loc) <= 2 or item["type"] == "extra_forbidden"))
+            or (loc[:1] == ("traces",) and item["type"] == "extra_forbidden")
         )
         whole_table = item["type"] == "extra_forbidden" and isinstance(item.get("input"), dict)
         quiet = secret or whole_table or item["type"] == "missing"

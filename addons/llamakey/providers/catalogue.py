@@ -93,6 +93,14 @@ class Provider:
     than inside it, and bills them as output (genai-prices reads them so)."""
     key_env_prefix: str = ""
     """What `lmk env` puts before the master key in `key_env` (stripped again on the way in)."""
+    otel_name: str | None = None
+    """Its ``gen_ai.provider.name`` in OpenTelemetry's GenAI conventions, where that differs
+    from `name` (spans, README "Traces")."""
+
+    @property
+    def genai_name(self) -> str:
+        """What spans call it (``gen_ai.system``, ``gen_ai.provider.name``)."""
+        return self.otel_name or self.name
 
 
 BUILTIN_PROVIDERS: dict[str, Provider] = {
@@ -109,6 +117,7 @@ BUILTIN_PROVIDERS: dict[str, Provider] = {
         Provider(
             "azure",
             ("*.openai.azure.com", "*.cognitiveservices.azure.com", "*.services.ai.azure.com"),
+            otel_name="azure.ai.openai",
             default_carrier=Carrier.API_KEY,
             carriers=frozenset({Carrier.API_KEY, Carrier.BEARER}),
             key_env=("AZURE_OPENAI_API_KEY",),
@@ -181,6 +190,7 @@ BUILTIN_PROVIDERS: dict[str, Provider] = {
         Provider(
             "gemini",
             ("generativelanguage.googleapis.com",),
+            otel_name="gcp.gemini",
             default_carrier=Carrier.GOOG_API_KEY,
             carriers=frozenset({Carrier.GOOG_API_KEY, Carrier.QUERY_KEY, Carrier.BEARER}),
             error_shape=ErrorShape.GOOGLE,
@@ -194,6 +204,7 @@ BUILTIN_PROVIDERS: dict[str, Provider] = {
         Provider(
             "mistral",
             ("api.mistral.ai",),
+            otel_name="mistral_ai",
             key_env=("MISTRAL_API_KEY",),
             pricing=Pricing("mistral"),
         ),
@@ -226,6 +237,7 @@ BUILTIN_PROVIDERS: dict[str, Provider] = {
         Provider(
             "xai",
             ("api.x.ai",),
+            otel_name="x_ai",
             carriers=frozenset({Carrier.BEARER, Carrier.X_API_KEY}),
             key_env=("XAI_API_KEY",),
             pricing=Pricing("x-ai"),

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -225,23 +226,16 @@ class CompleteAudit:
             return
         self.log.open.discard(flow.id)
         now = time.time()
-        request, response = flow.request, flow.response
+        response = flow.response
         usage = state.usage or Usage()
-        first_byte = state.first_byte or (response.timestamp_start if response else None)
+        times = flow_times(flow, state, now)
         end = RequestEnd(
             status=response.status_code if response else None,
             refused_by=state.refusal.value if state.refusal else None,
             # A stream we cut off ends in an error we caused: the row says why instead.
             error=state.cut or (flow.error.msg if flow.error else None),
-            latency_ms=round(
-                (
-                    (response.timestamp_end if response and response.timestamp_end else now)
-                    - request.timestamp_start
-                )
-                * 1000,
-                3,
-            ),
-            ttfb_ms=round((first_byte - request.timestamp_start) * 1000, 3) if first_byte else None,
+            latency_ms=times.latency_ms,
+            ttfb_ms=times.ttfb_ms,
             response_bytes=_response_bytes(flow, state),
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -261,11 +255,7 @@ class CompleteAudit:
         )
         writer.finish(flow.id, end)
         if writer.log_bodies:
-            writer.bodies(
-                flow.id,
-                _text(request.raw_content, self.state),
-                _text(response.raw_content if response else None, self.state),
-            )
+            writer.bodies(flow.id, *redacted_bodies(flow, state, self.state))
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
@@ -312,3 +302,40 @@ def _text(body: bytes | None, state: GatewayState) -> str | None:
     if not body:
         return None
     return redact_json_text(body.decode("utf-8", "replace"), state)
+
+
+def redacted_bodies(
+    flow: http.HTTPFlow, state: FlowState, gateway: GatewayState
+) -> tuple[str | None, str | None]:
+    """The request's and the kept answer's text, redacted as the audit log stores them; made
+    once per flow for the audit log and the spans alike (a streamed answer was not kept)."""
+    if state.bodies is None:
+        response = flow.response
+        state.bodies = (
+            _text(flow.request.raw_content, gateway),
+            _text(response.raw_content if response else None, gateway),
+        )
+    return state.bodies
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTimes:
+    """When a flow ended, and how long it and its first byte took (what the audit row and
+    the span record)."""
+
+    end: float
+    """Epoch seconds: the answer's last byte, else when the flow was given up."""
+    latency_ms: float
+    ttfb_ms: float | None
+
+
+def flow_times(flow: http.HTTPFlow, state: FlowState, now: float) -> FlowTimes:
+    """The times of a flow that has ended (`now`: when the flow is being completed)."""
+    request, response = flow.request, flow.response
+    end = response.timestamp_end if response and response.timestamp_end else now
+    first_byte = state.first_byte or (response.timestamp_start if response else None)
+    return FlowTimes(
+        end=end,
+        latency_ms=round((end - request.timestamp_start) * 1000, 3),
+        ttfb_ms=round((first_byte - request.timestamp_start) * 1000, 3) if first_byte else None,
+    )

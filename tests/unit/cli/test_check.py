@@ -178,6 +178,39 @@ def test_check_reports_a_ca_key_others_can_read(
     assert f"chmod 600 {certs / ca.CA_KEY_FILE}" in lines[1]
 
 
+def test_check_names_each_trace_destination_never_its_headers(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert lmk(cfg, "check") == 0
+    assert "traces: off" in capsys.readouterr().out.splitlines()
+    secret = "Basic cGstbGYtMTIzOnNrLWxmLTQ1Ng=="
+    monkeypatch.setenv("LMK_UT_TRACE_AUTH", secret)
+    monkeypatch.delenv("LMK_UT_TRACE_UNSET", raising=False)
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(
+        text.replace(
+            "[users]",
+            '[traces]\nenabled = true\nendpoint = "http://127.0.0.1:4318/v1/traces"\n'
+            "[traces.destinations.research]\n"
+            'endpoint = "https://otel.example/v1/traces"\n'
+            'headers = { Authorization = "${LMK_UT_TRACE_AUTH}" }\n'
+            "[traces.destinations.ops]\n"
+            'endpoint = "https://ops.example/v1/traces"\n'
+            'headers = { Authorization = "${LMK_UT_TRACE_UNSET}" }\n\n[users]',
+            1,
+        ),
+        encoding="utf-8",
+    )
+    assert lmk(cfg, "check") == 0
+    out = capsys.readouterr().out
+    assert (
+        "traces: default http://127.0.0.1:4318/v1/traces; ops https://ops.example/v1/traces "
+        "(NO SPANS: traces.destinations.ops.headers.Authorization (LMK_UT_TRACE_UNSET): not set "
+        "in the proxy's environment); research https://otel.example/v1/traces"
+    ) in out.splitlines()
+    assert secret not in out
+
+
 def test_check_summarises_the_jwt_table_and_refuses_a_bad_key_file(
     cfg: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
