@@ -47,6 +47,17 @@ Request headers that steer the mock (all optional):
                         ``header`` in ``Location: https://HOST/login?key=...`` and
                         ``x-mock-echo`` headers (status ``x-mock-status``, default 302)
 ``x-mock-split-at``     see ``x-mock-echo-key: stream``
+``x-mock-retry-after``  with ``x-mock-status``: the error answer's ``Retry-After``
+``x-mock-drop``         ``1``: close the connection without answering (a dropped connection)
+``x-mock-azure-strict`` ``1``: answer Azure hosts only in Azure's request shape (below)
+
+A test can also steer one instance whatever the requests carry: :attr:`MockUpstream.steer`
+holds headers applied to every request that does not send them itself (a mock instance per
+deployment, each with its own failure mode). With ``x-mock-azure-strict``, a request to an
+Azure host must be ``/openai/deployments/{d}/(chat/completions|embeddings)`` or
+``/openai/responses``, carry ``?api-version=``, its key in ``api-key`` (not ``Authorization``)
+and, if its body names a model, the deployment's name (Azure serves the deployment, whatever
+the body says): else Azure's 404, 400 or 401.
 
 Every answer carries ``x-mock-request-id``, the key of :attr:`MockUpstream.sent_times` and
 :attr:`Seen.request_id`. Each request also records the TLS server name its connection was
@@ -1284,7 +1295,14 @@ class _Handler(BaseHTTPRequestHandler):
             sni=owner._sni.get(self.connection),
         )
         owner._record_seen(seen)
+        for name, value in owner.steer.items():
+            if name not in self.headers:
+                self.headers[name] = value
         self._started = False
+        if self.headers.get("x-mock-drop") == "1":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         try:
             self._answer(seen, host)
         except _DISCONNECTS:
@@ -1320,6 +1338,15 @@ class _Handler(BaseHTTPRequestHandler):
             message = "Incorrect API key provided." if status == 401 else f"Mock error {status}."
             if echo:
                 message = f"Incorrect API key provided: {_received_credential(seen) or '<none>'}"
+            extra = {}
+            if retry_after := self.headers.get("x-mock-retry-after"):
+                extra["Retry-After"] = retry_after
+            body = _error_body(family, status, message, request_id)
+            self._send_json(status, body, request_id, **extra)
+            return
+        strict = family == "azure" and self.headers.get("x-mock-azure-strict") == "1"
+        if strict and (problem := _azure_problem(seen, path, split.query)):
+            status, message = problem
             self._send_json(status, _error_body(family, status, message, request_id), request_id)
             return
 
@@ -1443,6 +1470,33 @@ class _Handler(BaseHTTPRequestHandler):
         return model if isinstance(model, str) and model else "mock-model"
 
 
+_AZURE_PATH = re.compile(
+    r"^/openai/(?:deployments/(?P<deployment>[^/]+)/(?:chat/completions|embeddings)|responses)$"
+)
+
+
+def _azure_problem(seen: Seen, path: str, query: str) -> tuple[int, str] | None:
+    """What Azure OpenAI would refuse in this request's shape, as (status, message)."""
+    match = _AZURE_PATH.match(path)
+    if match is None:
+        return 404, "Resource not found"
+    if not parse_qs(query).get("api-version"):
+        return 400, "Missing required query parameter: api-version"
+    if not seen.header("api-key") or seen.header("authorization"):
+        return 401, "Access denied due to missing subscription key (api-key header)."
+    try:
+        body = json.loads(seen.body) if seen.body else {}
+    except ValueError:
+        return 400, "Request body is not JSON."
+    deployment = match.group("deployment")
+    named = body.get("model") if isinstance(body, dict) else None
+    if deployment is None and not named:
+        return 400, "The Responses API needs the deployment's name as model."
+    if deployment is not None and named is not None and named != deployment:
+        return 400, f"model {named!r} is not deployment {deployment!r}"
+    return None
+
+
 def _strip_port(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.index("]")] if "]" in host else host
@@ -1494,6 +1548,9 @@ class MockUpstream:
         self.sent_times: dict[str, list[float]] = {}
         #: Tracebacks of handler crashes (a test can assert this stays empty).
         self.errors: list[str] = []
+        #: Steering headers (``x-mock-status``, ``x-mock-drop``, …) applied to every request
+        #: that does not carry them itself; a test sets and clears them.
+        self.steer: dict[str, str] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server: _Server | None = None

@@ -26,14 +26,26 @@ def literal_keys(settings: Settings) -> list[str]:
     file itself instead of a ``${VAR}`` reference: whoever reads the file (its backups, its
     history in version control) has it."""
     where = settings.path or "the configuration"
+    tables = [
+        (f"providers.{name}", _variable_for(name), table.keys)
+        for name, table in sorted(settings.file.providers.items())
+    ]
+    tables += [
+        (
+            f"models.{name}.deployments.{position}",
+            re.sub(r"[^A-Z0-9_]", "_", deployment.name.upper()) + "_API_KEY",
+            deployment.keys,
+        )
+        for name, model in sorted(settings.file.models.items())
+        for position, deployment in enumerate(model.deployments)
+    ]
     warnings: list[str] = []
-    for name, table in sorted(settings.file.providers.items()):
-        for position, entry in enumerate(table.keys):
+    for table_path, variable, keys in tables:
+        for position, entry in enumerate(keys):
             if not entry.strip() or _ENV_REF.search(entry):
                 continue
-            variable = _variable_for(name)
             warnings.append(
-                f"providers.{name}.keys[{position}] in {where} is a literal key, not a "
+                f"{table_path}.keys[{position}] in {where} is a literal key, not a "
                 "${VAR} reference: whoever can read the file has the key. Put the key in the "
                 f"proxy's environment instead ({variable}=...) and write "
                 f'keys = ["${{{variable}}}"]'

@@ -9,7 +9,8 @@ step again. A replay sends the same flow object again: `steps/replay.py` forgets
 first, so it too starts with none.
 
 Only what a saved flow should carry for the people reading it (provider, user, groups, the
-refusal, the cost) is mirrored into `flow.metadata`; nothing there is ever trusted back.
+refusal, the cost, the deployment that served) is mirrored into `flow.metadata`; nothing
+there is ever trusted back.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Protocol
 
 from mitmproxy import http
 
-from llamakey.providers import Carrier, ErrorShape
+from llamakey.providers import Carrier, ErrorShape, Provider
 from llamakey.refusals import Refusal, refusal_response
 from llamakey.rules.policy import UserPolicy
 from llamakey.usage import ApiFlavor, Usage
@@ -31,6 +32,7 @@ USER = "lmk.user"
 GROUPS = "lmk.groups"
 REFUSED = "lmk.refused"
 COST = "lmk.cost_usd"
+DEPLOYMENT = "lmk.deployment"
 
 
 class StreamAllowance(Protocol):
@@ -84,6 +86,10 @@ class FlowState:
     cut: str | None = None  # why the answer was cut off by a budget (its error event's message)
     # routing (README "Model catalogue and routing")
     deployment: str | None = None  # the catalogue deployment that served, by its name
+    routed: bool = False  # sent to the catalogue's deployments (through the relay), not as asked
+    upstream_model: str | None = None  # the model name the serving deployment knows
+    route_pricing: Provider | None = None  # the catalogue entry that prices the serving deployment
+    attempts: list[dict[str, object]] = field(default_factory=list)  # each deployment tried
 
     def refuse(
         self, flow: http.HTTPFlow, shape: ErrorShape, refusal: Refusal, message: str
@@ -143,3 +149,5 @@ def mirror(flow: http.HTTPFlow, state: FlowState) -> None:
         metadata[REFUSED] = state.refusal.value
     if state.cost_usd is not None:
         metadata[COST] = state.cost_usd
+    if state.deployment is not None:
+        metadata[DEPLOYMENT] = state.deployment

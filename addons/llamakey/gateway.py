@@ -1,12 +1,12 @@
 """The gateway: our addons in data-path order, around one shared state.
 
 (a replay starts over) -> identify the provider -> authenticate -> authorize -> write the audit
-row ahead -> swap in the real key -> (upstream) -> stream and meter -> settle usage and cost ->
-settle rate limits -> complete the audit row -> queue the span -> redact -> announce. mitmproxy
-calls each hook along the list in this order, so for every hook the steps run as the data path
-reads: `request` reaches the key swap only after authorize and the write-ahead row, `response`
-completes the row only after meter and settle, and the line per request is logged from the
-settled flow.
+row ahead -> route a catalogued model to its deployments -> swap in the real key -> (upstream)
+-> stream and meter -> settle usage and cost -> settle rate limits -> complete the audit row ->
+queue the span -> redact -> announce. mitmproxy calls each hook along the list in this order,
+so for every hook the steps run as the data path reads: `request` reaches the key swap only
+after authorize and the write-ahead row, `response` completes the row only after meter and
+settle, and the line per request is logged from the settled flow.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from llamakey.steps.onboard import Onboard
 from llamakey.steps.ratelimit import RateLimits
 from llamakey.steps.redact import Redact
 from llamakey.steps.replay import StartOver
+from llamakey.steps.route import RouteToDeployment
 from llamakey.steps.settle import Settle
 from llamakey.steps.trace import Trace
 
@@ -45,6 +46,7 @@ def gateway_addons(state: GatewayState | None = None) -> list[object]:
         Authenticate(state),
         Authorize(state, limits),
         WriteAhead(state, audit_log),
+        RouteToDeployment(state),  # a catalogued model: to its deployments, via the relay
         KeySwap(state),
         Meter(state),
         Settle(state),

@@ -47,6 +47,8 @@ class Refusal(StrEnum):
     STORE_UNAVAILABLE = "rules_store_unavailable"
     BUDGET_EXCEEDED = "budget_exceeded"
     BUDGET_UNPRICED = "budget_unpriced_model"
+    # routing (steps/route.py)
+    NO_DEPLOYMENT = "no_deployment"
     # `lmk sidecar` (sidecar/): it could not get its credential (the JWT command failed)
     CREDENTIAL_UNAVAILABLE = "sidecar_credential_unavailable"
 
@@ -91,6 +93,7 @@ STATUS: dict[Refusal, int] = {
     Refusal.BUDGET_EXCEEDED: 429,
     Refusal.BUDGET_UNPRICED: 403,
     Refusal.STORE_UNAVAILABLE: 503,
+    Refusal.NO_DEPLOYMENT: 400,
     Refusal.CREDENTIAL_UNAVAILABLE: 503,
 }
 

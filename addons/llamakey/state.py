@@ -28,14 +28,27 @@ class GatewayState:
         self.jwt = JwtIdentities.of(settings, self.jwt)
 
     def provider_entry(self, flow: FlowState) -> Provider:
-        """The catalogue entry of the provider a flow went to. One dropped from the config
-        while the flow was in flight is metered and priced as before (that depends on its
-        entry only)."""
+        """The catalogue entry of the provider a flow went to (for a routed flow, that of the
+        deployment that served it). One dropped from the config while the flow was in flight
+        is metered and priced as before (that depends on its entry only)."""
+        if flow.route_pricing is not None:  # routed: the deployment that served meters it
+            return flow.route_pricing
         resolved = self.provider_of(flow)
         if resolved is not None:
             return resolved.provider
         name = flow.provider or ""
         return BUILTIN_PROVIDERS.get(name) or Provider(name, ())
+
+    def price_targets(self, flow: FlowState) -> list[tuple[Provider, str | None]]:
+        """Where a request may be priced before it is sent: (entry, model) of each deployment of
+        a catalogued model (any of them may serve it), else its provider and model."""
+        settings = self.settings
+        model = (
+            settings.models.lookup(flow.model) if settings and flow.provider == "openai" else None
+        )
+        if model is not None:
+            return [(d.pricing, d.model) for d in model.deployments]
+        return [(self.provider_entry(flow), flow.model)]
 
     def provider_of(self, flow: FlowState | None) -> ResolvedProvider | None:
         """The resolved provider a flow was identified as going to, if any."""

@@ -11,7 +11,7 @@ from mitmproxy import http
 from mitmproxy.proxy.layers.http import _hooks as http_hooks
 
 from llamakey.gateway import gateway_addons
-from llamakey.steps.announce import Announce
+from llamakey.steps.announce import Announce, request_line
 from tests.unit.builders import (
     ALICE_KEY,
     REAL,
@@ -186,3 +186,20 @@ async def test_a_stream_a_budget_cut_off_says_so_in_its_line_and_comment() -> No
     assert request_line(f, fs).endswith(" cut_by=budget_exceeded")  # not the error we caused
     note(f, fs)
     assert f.comment.endswith("; cut off by a budget (cut_by=budget_exceeded)")
+
+
+def test_a_routed_request_names_the_deployment_and_what_failed_before() -> None:
+    state = make_state(config_data())
+    f = provider_flow(CHAT, {"authorization": f"Bearer {ALICE_KEY}"}, content=chat_body())
+    f.response = http.Response.make(200, b"{}")
+    flow_state = state.flows(f)
+    flow_state.user, flow_state.provider, flow_state.model = "alice", "openai", "fast"
+    flow_state.deployment = "azure-east"
+    flow_state.attempts = [
+        {"deployment": "oai", "status": 503, "ms": 4.0},
+        {"deployment": "azure-east", "status": 200, "ms": 9.0},
+    ]
+    line = request_line(f, flow_state)
+    assert re.fullmatch(r"alice openai fast 200 \d+ ms via=azure-east after=oai", line)
+    flow_state.attempts = flow_state.attempts[1:]
+    assert request_line(f, flow_state).endswith(" ms via=azure-east")

@@ -110,6 +110,9 @@ class RequestEnd:
     usage_estimated: bool | None = None
     # The rule that cut a streamed answer off while it flowed (column added by m004).
     cut_by: str | None = None
+    # The deployment that served a routed request, and the JSON list of attempts (m005_routing).
+    deployment: str | None = None
+    attempts: str | None = None
     completed_ts: datetime = field(default_factory=_now)
 
     def __post_init__(self) -> None:

@@ -103,6 +103,8 @@ REQUEST_COLUMNS: Final[Mapping[str, str]] = {
     **_REQUESTS_V1,
     "usage_estimated": "INTEGER",  # m002
     "cut_by": "TEXT",  # m004
+    "deployment": "TEXT",  # m005_routing
+    "attempts": "TEXT",  # m005_routing
 }
 
 #: The ``audit_meta`` key of the database's identity (m003).
@@ -184,6 +186,15 @@ def m004_stream_cut(db: Database) -> None:
     """``requests.cut_by``: the rule that cut a streamed answer off while it flowed
     (``budget_exceeded``), NULL for every other row (and every row before this migration)."""
     db.table("requests").add_column("cut_by", "TEXT")
+
+
+@_migration
+def m005_routing(db: Database) -> None:
+    """``requests.deployment``: the catalogue deployment that served a routed request, and
+    ``requests.attempts``: a JSON list of every deployment tried, in order
+    (``[{"deployment", "status" | "error", "ms"}]``); NULL for a request not routed."""
+    db.table("requests").add_column("deployment", "TEXT")
+    db.table("requests").add_column("attempts", "TEXT")
 
 
 # Later migrations go here, each a new function decorated with @_migration.

@@ -26,6 +26,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             f" via {resolved.connect_to[0]}:{resolved.connect_to[1]}" if resolved.connect_to else ""
         )
         print(f"  {name:<12} {', '.join(resolved.provider.hosts)}: {status}{via}{legacy}")
+    for model in settings.models.models.values():
+        names = ", ".join((model.name, *model.aliases))
+        print(f"model {names}:")
+        for d in model.deployments:
+            held = f"{len(d.keys)} key(s)" if d.keys else f"NO KEY ({d.missing_key})"
+            print(f"  {d.name:<12} {d.kind} {d.authority}, weight {d.weight}: {held}")
     users = settings.users.values()
     active = sum(1 for u in users if not u.disabled)
     print(

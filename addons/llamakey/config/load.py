@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from llamakey.config import catalogue
 from llamakey.config.schema import (
     DEFAULT_CONFIG_NAME,
     AlertsTable,
@@ -188,12 +189,22 @@ class Settings:
     """Who sends spans where (`TraceChoices.destination`)."""
     webhook: Webhook | None = None
     """Where soft-limit alerts go (``[alerts]``), if anywhere."""
+    models: catalogue.ModelCatalogue = field(default_factory=catalogue.ModelCatalogue)
+    """The model catalogue (`[models]`): where requests for its names are routed."""
+
+    @property
+    def upstream_cas(self) -> tuple[Path, ...]:
+        """Every extra CA to trust upstream (`upstream_ca` of providers and deployments)."""
+        found = {p.upstream_ca for p in self.providers.values() if p.upstream_ca}
+        found |= {d.upstream_ca for d in self.models.deployments() if d.upstream_ca}
+        return tuple(sorted(found))
 
     @property
     def real_keys(self) -> list[str]:
-        """Every real provider key, and every header value sent to a trace destination (its
-        credentials): what the scrubber must never let out."""
+        """Every real provider and deployment key, and every header value sent to a trace
+        destination (its credentials): what the scrubber must never let out."""
         keys = [k for p in self.providers.values() if p.keyring for k in p.keyring.keys]
+        keys += [k for d in self.models.deployments() for k in d.keys]
         if self.traces is not None:
             keys += [v for d in self.traces.destinations.values() for _, v in d.headers]
         return keys
@@ -205,6 +216,38 @@ def _expand(value: str) -> tuple[str | None, list[str]]:
     if missing:
         return None, missing
     return _ENV_REF.sub(lambda m: os.environ[m.group(1)], value), []
+
+
+def _resolve_keys(where: str, refs: list[str], path: Path | None) -> catalogue.Keys:
+    """The real keys that `refs` (``${VAR}`` references, at TOML path `where`) expand to, or
+    none and why, naming the setting to fix."""
+    keys, unset_vars, master_keys = [], [], []
+    for position, ref in enumerate(refs):
+        value, unset = _expand(ref)
+        if value and value.startswith((MASTER_PREFIX, HF_PREFIX + MASTER_PREFIX)):
+            # A client environment (`lmk env`) sourced in the proxy's shell sets
+            # OPENAI_API_KEY & co. to a master key: never send that upstream. The entry is
+            # named, never its value.
+            named = f" ({ref})" if _ENV_REF.fullmatch(ref) else ""
+            master_keys.append(f"{where}[{position}]{named}")
+        elif value:
+            keys.append(value)
+        unset_vars += unset
+    if keys:
+        reason = None
+    elif master_keys:
+        reason = (
+            f"{', '.join(master_keys)} holds a LlaMaKey master key, not a provider key "
+            "(was a client's llamakey_local.env sourced in the proxy's shell?)"
+        )
+    elif unset_vars:
+        reason = (
+            f"{where} refers to {', '.join(unset_vars)}, "
+            "which is not set in the proxy's environment"
+        )
+    else:
+        reason = f"{where} is not set in {path or DEFAULT_CONFIG_NAME}"
+    return tuple(keys), reason
 
 
 def resolve(
@@ -231,40 +274,15 @@ def resolve(
         if table.disabled:
             continue
         provider = _merge_provider(name, builtin, table)
-        keys, unset_vars, master_keys = [], [], []
-        for position, ref in enumerate(table.keys):
-            value, unset = _expand(ref)
-            if value and value.startswith((MASTER_PREFIX, HF_PREFIX + MASTER_PREFIX)):
-                # A client environment (`lmk env`) sourced in the proxy's shell sets
-                # OPENAI_API_KEY & co. to a master key: never send that upstream. The entry is
-                # named, never its value.
-                named = f" ({ref})" if _ENV_REF.fullmatch(ref) else ""
-                master_keys.append(f"providers.{name}.keys[{position}]{named}")
-            elif value:
-                keys.append(value)
-            unset_vars += unset
-        if keys:
-            reason = None
-        elif master_keys:
-            reason = (
-                f"{', '.join(master_keys)} holds a LlaMaKey master key, not a provider key "
-                "(was a client's llamakey_local.env sourced in the proxy's shell?)"
-            )
-        elif unset_vars:
-            reason = (
-                f"providers.{name}.keys refers to {', '.join(unset_vars)}, "
-                "which is not set in the proxy's environment"
-            )
-        else:
-            reason = f"providers.{name}.keys is not set in {path or DEFAULT_CONFIG_NAME}"
+        keys, reason = _resolve_keys(f"providers.{name}.keys", table.keys, path)
         extra: dict[str, str] = {}
         for header, ref in table.extra_headers.items():
-            value, unset = _expand(ref)
+            value, _ = _expand(ref)
             if value:
                 extra[header.lower()] = value
         providers[name] = ResolvedProvider(
             provider=provider,
-            keyring=KeyRing(tuple(keys)) if keys else None,
+            keyring=KeyRing(keys) if keys else None,
             missing_key=reason,
             connect_to=split_host_port(table.connect_to) if table.connect_to else None,
             upstream_ca=(base / table.upstream_ca) if table.upstream_ca else None,
@@ -296,15 +314,24 @@ def resolve(
         str(users_source or users_path),
     )
     traces, choices = _traces(file, users_file, config_source, str(users_source or users_path))
+    index = ProviderIndex(p.provider for p in providers.values())
+    models = catalogue.resolve_models(
+        file.models,
+        index,
+        base,
+        lambda where, refs: _resolve_keys(where, refs, path),
+        {n: (p.keyring.keys if p.keyring else (), p.missing_key) for n, p in providers.items()},
+    )
     return Settings(
         traces=traces,
         trace_choices=choices,
         webhook=_webhook(file.alerts),
         policies=_policies(file, users_file),
+        models=models,
         path=path,
         file=file,
         providers=providers,
-        index=ProviderIndex(p.provider for p in providers.values()),
+        index=index,
         users_by_hash={u.key_sha256: u for u in users.values() if u.key_sha256},
         users=users,
         users_by_subject={u.jwt_subject: u for u in users.values() if u.jwt_subject},

@@ -42,6 +42,8 @@ _SECRET_FIELDS = {
     "secret",
     "endpoint",
 }
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+"""A model, alias or deployment name of `[models]` (it appears in audit rows and logs)."""
 
 
 class ConfigError(Exception):
@@ -396,6 +398,81 @@ class PriceTable(_Strict):
     cache_write_per_mtok: Decimal | None = None
 
 
+class DeploymentTable(_Strict):
+    """One entry of ``[models.NAME] deployments`` (README "Model catalogue and routing"): where
+    a catalogued model is served, with its own key and weight."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    kind: Literal["openai", "azure", "openai_compatible"]
+    base_url: str | None = None
+    """openai (default https://api.openai.com/v1) and openai_compatible (required): the URL the
+    API's paths (``/chat/completions``, ``/embeddings``, ``/responses``) hang under."""
+    endpoint: str | None = None
+    """azure (required): the resource, ``https://RESOURCE.openai.azure.com``."""
+    deployment: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+    """azure (required): the deployment's name in the resource."""
+    api_version: Annotated[str, Field(pattern=r"^[0-9A-Za-z.-]{1,40}$")] | None = None
+    """azure (required): the ``api-version`` query every Azure OpenAI call carries."""
+    model: Annotated[str, Field(min_length=1)] | None = None
+    """The model name the target knows (the body's ``model``); default: the catalogue name."""
+    keys: list[str] = []
+    """Its real keys, as ``${VAR}`` references; empty: the keys of the provider of its host."""
+    weight: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Its share of the requests; 0: used only when every other deployment failed."""
+    responses: bool | None = None
+    """Whether it serves the Responses API (default: yes for openai and azure, no otherwise)."""
+    connect_to: str | None = None
+    """Dial ``host:port`` instead (like ``curl --connect-to``; Host and TLS name unchanged)."""
+    upstream_ca: str | None = None
+    """An extra CA to trust for this deployment (added to certifi's roots)."""
+
+    @field_validator("connect_to")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_host_port(value)
+        return value
+
+    @field_validator("base_url", "endpoint")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(
+            r"https://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?", value
+        ):
+            raise ValueError("expected an https:// URL like 'https://api.example.com/v1'")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> DeploymentTable:
+        if self.kind == "azure":
+            missing = [
+                f for f in ("endpoint", "deployment", "api_version") if getattr(self, f) is None
+            ]
+            if missing:
+                raise ValueError(f'kind = "azure" needs {", ".join(missing)}')
+            if self.base_url is not None:
+                raise ValueError('kind = "azure" takes endpoint, not base_url')
+            if self.endpoint and self.endpoint.split("//", 1)[1].strip("/").count("/"):
+                raise ValueError("endpoint: expected the resource alone, with no path")
+        else:
+            if self.kind == "openai_compatible" and self.base_url is None:
+                raise ValueError('kind = "openai_compatible" needs base_url')
+            extra = [f for f in ("endpoint", "deployment", "api_version") if getattr(self, f)]
+            if extra:
+                raise ValueError(f'{", ".join(extra)}: only for kind = "azure"')
+        return self
+
+
+class ModelTable(_Strict):
+    """[models.NAME]: a catalogued model, the other names it answers to, and its deployments."""
+
+    aliases: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = []
+    deployments: Annotated[list[DeploymentTable], Field(min_length=1)]
+    cooldown_seconds: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 30.0
+    """How long a deployment is skipped after a 429, a 5xx or a connection error that names
+    no ``Retry-After``."""
+
+
 class ConfigFile(_Strict):
     """The whole file."""
 
@@ -414,6 +491,8 @@ class ConfigFile(_Strict):
     alerts: AlertsTable = AlertsTable()
     jwt: JwtTable | None = None
     """Bearer JWTs as identities; absent: master keys only."""
+    models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelTable] = {}
+    """The model catalogue: requests to api.openai.com for these names go to their deployments."""
 
 
 def is_loopback_host(host: str) -> bool:

@@ -82,6 +82,11 @@ def request_line(flow: http.HTTPFlow, state: FlowState) -> str:
     else:
         line += _usage_part(state)
     line += f" {max(latency, 0):.0f} ms"
+    if len(state.attempts) > 1 or state.deployment is not None:  # routed (README "Model
+        # catalogue and routing"): where it went, and what failed on the way
+        tried = [str(a["deployment"]) for a in state.attempts[:-1]]
+        line += f" via={_word(state.deployment or '-')}"
+        line += f" after={','.join(_word(t) for t in tried)}" if tried else ""
     if state.cut is not None:
         line += " cut_by=budget_exceeded"
     elif state.client_disconnected:

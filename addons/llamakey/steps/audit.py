@@ -249,6 +249,8 @@ class CompleteAudit:
             client_disconnected=state.client_disconnected,
             usage_estimated=state.usage_estimated if state.usage is not None else None,
             cut_by=Refusal.BUDGET_EXCEEDED.value if state.cut is not None else None,
+            deployment=state.deployment,
+            attempts=json.dumps(state.attempts) if state.attempts else None,
             completed_ts=datetime.fromtimestamp(now, UTC),
         )
         writer.finish(flow.id, end)

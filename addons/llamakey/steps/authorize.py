@@ -128,7 +128,10 @@ class Authorize:
             case ModelKind.AMBIGUOUS:
                 return Refusal.AMBIGUOUS_MODEL, f"{read.why}: name the model once"
         for model in read.models:
-            if not models.allows(model):
+            # A catalogued model passes under the name it was sent as or its catalogue name
+            # (listing the catalogue name allows its aliases too).
+            catalogued = settings.models.lookup(model) if provider == "openai" else None
+            if not models.allows(model) and not (catalogued and models.allows(catalogued.name)):
                 return (
                     Refusal.MODEL_NOT_ALLOWED,
                     f"model {model!r} is not one {state.user} may use on {provider} ({where})",

@@ -37,7 +37,7 @@ def _upstream_bundle(settings: config.Settings) -> str:
     mitmproxy's `ssl_verify_upstream_trusted_ca` replaces its default roots (certifi), so an
     extra CA must come with them. Returns "" when no provider asks for an extra CA.
     """
-    extras = sorted({p.upstream_ca for p in settings.providers.values() if p.upstream_ca})
+    extras = settings.upstream_cas
     if not extras:
         return ""
     parts = [Path(certifi.where()).read_bytes()]

@@ -2,7 +2,9 @@
 
 The real key goes in at `request`, as the last step before the request is written upstream,
 and only into a flow that every earlier step has cleared (authenticated, authorized, its audit
-row committed): a flow that skipped one, however, is refused rather than sent. The redacted
+row committed) and that is addressed to a host of its own provider: a flow that skipped one,
+however, is refused rather than sent. A routed flow gets no key here: the relay puts each
+deployment's key into the request to that deployment only (`routing/relay.py`). The redacted
 marker goes back at `responseheaders` or `error`, so saved flows, the event log and finished
 flows in mitmweb never hold the key. (A real key that a provider echoes back is masked by the
 redact step before the client sees it.)
@@ -41,6 +43,24 @@ class KeySwap:
                 provider.error_shape,
                 Refusal.NOT_CLEARED,
                 "the request did not pass every check of this proxy and was not sent",
+            )
+            return
+        if state.routed:
+            # The relay puts each deployment's own key into the request to that deployment
+            # (routing/relay.py); nothing of the client's or ours travels in this flow.
+            credentials.clear_credentials(flow.request, state.carriers)
+            return
+        served = (
+            self.state.settings.index.lookup(flow.request.host) if self.state.settings else None
+        )
+        if served is None or served.name != provider.name:
+            # A key goes only to its own provider's host: whatever changed the request's
+            # destination, the key does not follow it.
+            state.refuse(
+                flow,
+                provider.error_shape,
+                Refusal.MISDIRECTED,
+                f"the request is addressed to {flow.request.host}, not to {provider.name}",
             )
             return
         if resolved.keyring is None:

@@ -269,7 +269,7 @@ class RateLimits:
         """What a request reserves on a budget: its input estimate (body bytes / 4) and the
         output it asks for at most (`asked`, else `reserve_output`), at the model's price; a
         stream no more than `reserve_output` of it (it grows while it flows: `StreamBudget`).
-        None when unpriced."""
+        None when unpriced. A catalogued model is priced at its dearest deployment."""
         if state.model is None:
             return 0.0  # no model (a listing, a file): nothing to price before; settled after
         output = asked if asked is not None else reserve_output
@@ -285,17 +285,21 @@ class RateLimits:
         cache_read: int | None = None,
         cache_write: int | None = None,
     ) -> float | None:
-        probe = Usage(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cache_read_tokens=cache_read,
-            cache_write_tokens=cache_write,
-            model=state.model,
-        )
-        cost = cost_usd(
-            self.state.provider_entry(state), state.model, probe, overrides=self.overrides()
-        )
-        return float(cost) if cost is not None else None
+        # A catalogued model is priced at its dearest deployment: any of them may serve it.
+        worst = 0.0
+        for provider, model in self.state.price_targets(state):
+            probe = Usage(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_read_tokens=cache_read,
+                cache_write_tokens=cache_write,
+                model=model,
+            )
+            cost = cost_usd(provider, model, probe, overrides=self.overrides())
+            if cost is None:
+                return None
+            worst = max(worst, float(cost))
+        return worst
 
     def _watch(
         self,

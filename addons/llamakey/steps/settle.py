@@ -58,7 +58,7 @@ class Settle:
         if state is None or state.provider is None or state.usage is None:
             return
         usage = state.usage
-        model = usage.model or state.model
+        model = usage.model or state.upstream_model or state.model
         # Our own figure, from token counts: the provider's (xAI, OpenRouter, Perplexity) is
         # recorded beside it by the audit log, not in its place.
         cost = cost_usd(self.state.provider_entry(state), model, usage, overrides=self.overrides())

@@ -198,8 +198,8 @@ def test_a_database_from_before_migrations_is_adopted_intact(db_path: Path) -> N
         assert [n for _, n, _ in applied(db_path)] == list(MIGRATION_NAMES)
         after = {r: full_row(db_path, r) for r in before}
         # Not a byte changed; later migrations only added columns, NULL in old rows.
-        assert all(after[r].pop("usage_estimated") is None for r in after)
-        assert all(after[r].pop("cut_by") is None for r in after)
+        for added in ("usage_estimated", "cut_by", "deployment", "attempts"):
+            assert all(after[r].pop(added) is None for r in after)
         assert after == before
         assert verify(db_path).head_hash == old_head
         assert verify(db_path).ok  # the writer started a head file

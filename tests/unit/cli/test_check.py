@@ -258,3 +258,34 @@ def test_check_warns_of_a_jwks_url_in_plain_http_off_loopback(
     (warning,) = warnings
     assert f"jwt.jwks_url in {cfg.resolve()} is plain http://" in warning
     assert "forge a token for any identity" in warning and "https://" in warning
+
+
+def test_check_lists_each_catalogued_model_and_its_deployments(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = "azure-CLIcheckKEY0123456789abcdefghij"
+    monkeypatch.setenv("LMK_UT_EAST", real)
+    catalogue = """
+[models.pool]
+aliases = ["fast"]
+[[models.pool.deployments]]
+name = "east"
+kind = "azure"
+endpoint = "https://myres.openai.azure.com"
+deployment = "gpt4o-east"
+api_version = "2024-10-21"
+keys = ["${LMK_UT_EAST}"]
+weight = 2
+[[models.pool.deployments]]
+name = "west"
+kind = "openai_compatible"
+base_url = "https://api.groq.com/openai/v1"
+keys = ["${LMK_UT_WEST_UNSET}"]
+"""
+    cfg.write_text(cfg.read_text(encoding="utf-8") + catalogue, encoding="utf-8")
+    assert lmk(cfg, "check") == 0
+    out = capsys.readouterr().out
+    assert "model pool, fast:\n" in out
+    assert "  east         azure myres.openai.azure.com, weight 2: 1 key(s)\n" in out
+    assert "west         openai_compatible api.groq.com, weight 1: NO KEY (" in out
+    assert "LMK_UT_WEST_UNSET" in out and real not in out
