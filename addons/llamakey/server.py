@@ -152,6 +152,11 @@ async def run(config_path: Path, sets: Sequence[str], *, web: bool = False) -> i
     except exceptions.OptionsError as error:
         print(f"lmk: {error}", file=sys.stderr)
         return 2
+    return await run_until_signalled(m)
+
+
+async def run_until_signalled(m: master.Master) -> int:
+    """Run `m` until SIGINT or SIGTERM asks it to shut down (`lmk serve`, `lmk sidecar`)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, m.shutdown)

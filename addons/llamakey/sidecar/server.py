@@ -16,9 +16,7 @@ tunnels or blocks them as it is configured to.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from mitmproxy.addons import errorcheck, next_layer
 from llamakey import ca, filemodes, leafcert
 from llamakey.clientenv import client_environment, export_lines, proxy_authority
 from llamakey.providers import BUILTIN_PROVIDERS, ProviderIndex
-from llamakey.server import proxy_addons
+from llamakey.server import proxy_addons, run_until_signalled
 from llamakey.sidecar.addon import AddCredential
 from llamakey.sidecar.sources import CredentialSource
 from llamakey.steps.redact import install_log_scrubber
@@ -139,8 +137,4 @@ async def run(settings: SidecarSettings, source: CredentialSource) -> int:
     except exceptions.OptionsError as error:
         print(f"lmk: {error}", file=sys.stderr)
         return 2
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, m.shutdown)
-    await m.run()
-    return 0
+    return await run_until_signalled(m)
