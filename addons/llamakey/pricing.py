@@ -24,6 +24,7 @@ from llamakey.usage import Usage
 
 if TYPE_CHECKING:  # types only: the config and the rules never need pricing
     from llamakey.config import Settings
+    from llamakey.config.schema import PriceTable
     from llamakey.rules.usage_now import Spent, WorstCost
 
 __all__ = ["PriceOverride", "cost_usd"]
@@ -45,6 +46,16 @@ class PriceOverride:
     output_per_mtok: Decimal
     cache_read_per_mtok: Decimal | None = None
     cache_write_per_mtok: Decimal | None = None
+
+
+def price_overrides(prices: Mapping[str, PriceTable]) -> dict[str, PriceOverride]:
+    """``[prices."MODEL"]`` as `cost_usd` takes them (built once per configuration load)."""
+    return {
+        model: PriceOverride(
+            p.input_per_mtok, p.output_per_mtok, p.cache_read_per_mtok, p.cache_write_per_mtok
+        )
+        for model, p in prices.items()
+    }
 
 
 def _warn_once(provider: str, model: str | None, why: str) -> None:
@@ -224,12 +235,7 @@ def reserved_cost(settings: Settings) -> WorstCost:
     """What a budget reserved for an audited request whose cost is unknown (in flight, or
     unpriced): its input estimate (bytes / 4) and `reserve_output` at the model's price then,
     `[prices]` first, as `steps.ratelimit` reserves it (`lmk status`, the counters' rebuild)."""
-    overrides = {
-        model: PriceOverride(
-            p.input_per_mtok, p.output_per_mtok, p.cache_read_per_mtok, p.cache_write_per_mtok
-        )
-        for model, p in settings.file.prices.items()
-    }
+    overrides = price_overrides(settings.file.prices)
 
     def worst(request: Spent, reserve_output: int) -> float | None:
         resolved = settings.providers.get(request.provider)

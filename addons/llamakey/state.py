@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from llamakey.config import ResolvedProvider, Settings
 from llamakey.flowstate import FlowState, FlowStates
 from llamakey.identity import JwtIdentities, MasterKeys
+from llamakey.pricing import PriceOverride, price_overrides
 from llamakey.providers import BUILTIN_PROVIDERS, Provider
 from llamakey.scrub import Scrubber
 
@@ -20,12 +22,15 @@ class GatewayState:
     master_keys: MasterKeys = field(default_factory=MasterKeys)
     jwt: JwtIdentities | None = None  # `[jwt]`: bearer JWTs as identities
     flows: FlowStates = field(default_factory=FlowStates)
+    price_overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
+    """``[prices]`` as `pricing.cost_usd` takes them (Settle, budgets), built once per load."""
 
     def install(self, settings: Settings) -> None:
         self.settings = settings
         self.scrubber = Scrubber(settings.real_keys)
         self.master_keys = MasterKeys(settings.users_by_hash)
         self.jwt = JwtIdentities.of(settings, self.jwt)
+        self.price_overrides = price_overrides(settings.file.prices)
 
     def provider_entry(self, flow: FlowState) -> Provider:
         """The catalogue entry of the provider a flow went to (for a routed flow, that of the

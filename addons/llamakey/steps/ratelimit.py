@@ -50,7 +50,7 @@ from mitmproxy import http
 
 from llamakey.config.schema import StateTable
 from llamakey.flowstate import FlowState
-from llamakey.pricing import PriceOverride, cost_usd
+from llamakey.pricing import cost_usd
 from llamakey.refusals import Refusal
 from llamakey.rules.budgets import Budget
 from llamakey.rules.limits import CountedRule, RateLimit, estimate_tokens, requested_output
@@ -212,8 +212,6 @@ class RateLimits:
             weakref.WeakKeyDictionary()
         )
         self._closing: set[object] = set()
-        self._overrides: dict[str, PriceOverride] = {}
-        self._overrides_from: object = None
         # Counters a store does not hold yet start from the audit database (a test's own store
         # starts empty unless the test passes a rebuild).
         self.rebuild = rebuild
@@ -245,23 +243,6 @@ class RateLimits:
     def _allow_on_error(self) -> bool:
         settings = self.state.settings
         return settings is not None and settings.file.state.on_store_error == "allow"
-
-    def overrides(self) -> dict[str, PriceOverride]:
-        """``[prices]`` as `pricing.cost_usd` takes them, rebuilt only after a reload."""
-        settings = self.state.settings
-        prices = settings.file.prices if settings else {}
-        if prices is not self._overrides_from:
-            self._overrides = {
-                model: PriceOverride(
-                    p.input_per_mtok,
-                    p.output_per_mtok,
-                    p.cache_read_per_mtok,
-                    p.cache_write_per_mtok,
-                )
-                for model, p in prices.items()
-            }
-            self._overrides_from = prices
-        return self._overrides
 
     def worst_cost(
         self, state: FlowState, body: bytes, reserve_output: int, asked: int | None = None
@@ -295,7 +276,7 @@ class RateLimits:
                 cache_write_tokens=cache_write,
                 model=model,
             )
-            cost = cost_usd(provider, model, probe, overrides=self.overrides())
+            cost = cost_usd(provider, model, probe, overrides=self.state.price_overrides)
             if cost is None:
                 return None
             worst = max(worst, float(cost))
@@ -329,7 +310,7 @@ class RateLimits:
         (a cache price it lacks: the input's), None when unpriced. A stream's running cost is
         worked out from these on every chunk, so genai-prices is asked once per model and
         configuration (its tiers, where a model has them, are left to the settlement)."""
-        overrides = self.overrides()
+        overrides = self.state.price_overrides
         if overrides is not self._units_from:
             self._units.clear()
             self._units_from = overrides

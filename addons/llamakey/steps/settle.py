@@ -13,7 +13,7 @@ from genai_prices.data_snapshot import get_snapshot
 from mitmproxy import http
 
 from llamakey.flowstate import mirror
-from llamakey.pricing import PriceOverride, cost_usd
+from llamakey.pricing import cost_usd
 from llamakey.state import GatewayState
 from llamakey.steps.guard import fail_closed
 
@@ -25,8 +25,6 @@ class Settle:
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self._overrides: dict[str, PriceOverride] = {}
-        self._overrides_from: object = None
 
     def running(self) -> None:
         # Load genai-prices' tables now rather than on the first answer, then move everything
@@ -37,22 +35,6 @@ class Settle:
         gc.collect()
         gc.freeze()
 
-    def overrides(self) -> dict[str, PriceOverride]:
-        settings = self.state.settings
-        prices = settings.file.prices if settings else {}
-        if prices is not self._overrides_from:  # rebuilt only when the config was reloaded
-            self._overrides = {
-                model: PriceOverride(
-                    p.input_per_mtok,
-                    p.output_per_mtok,
-                    p.cache_read_per_mtok,
-                    p.cache_write_per_mtok,
-                )
-                for model, p in prices.items()
-            }
-            self._overrides_from = prices
-        return self._overrides
-
     def settle(self, flow: http.HTTPFlow) -> None:
         state = self.state.flows.get(flow)
         if state is None or state.provider is None or state.usage is None:
@@ -61,7 +43,9 @@ class Settle:
         model = usage.model or state.upstream_model or state.model
         # Our own figure, from token counts: the provider's (xAI, OpenRouter, Perplexity) is
         # recorded beside it by the audit log, not in its place.
-        cost = cost_usd(self.state.provider_entry(state), model, usage, overrides=self.overrides())
+        cost = cost_usd(
+            self.state.provider_entry(state), model, usage, overrides=self.state.price_overrides
+        )
         state.cost_usd = float(cost) if cost is not None else None
         mirror(flow, state)
         tokens = (
